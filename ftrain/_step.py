@@ -1,0 +1,477 @@
+"""Steps: ``step(state, batch) -> (state, metrics)``.
+
+``train_step(loss_fn)`` builds a ``TrainStep``: a small frozen value whose call runs
+one loader batch in the nanoGPT order of a hand-written loop:
+
+1. seed torch's generators from (seed, micro_step, rank);
+2. forward under the precision's autocast, ``loss / n`` when accumulating, backward
+   (inside ``no_sync`` on accumulating batches of a DDP model);
+3. on the window's last batch only: rescale a short window, unscale, clip (reporting
+   ``grad_norm``), check finiteness when asked, ``optimizer.step()`` (through the
+   GradScaler for ``16-mixed``), step-interval schedulers, ``zero_grad(set_to_none=True)``.
+
+Combinators (``accumulate``, ``clip_grad_norm``, ``precision``, ...) return a new
+``TrainStep`` with one setting changed, so they compose in any order and the phases
+always run in the order above. Metrics are detached tensors: a step never syncs the
+device except where ``skip_nonfinite`` or the GradScaler must decide on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from ._precision import Precision, cast_floats, parse_precision
+from ._seed import seed_step
+from ._state import SchedulerConfig, TrainState
+
+__all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "custom_step", "eval_step", "train_step"]
+
+Metrics = dict[str, Any]
+Step = Callable[[TrainState, Any], tuple[TrainState, Metrics]]
+
+
+def _check_accumulate(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError("accumulate: the schedule {epoch: n} must not be empty")
+        for epoch, n in value.items():
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(
+                    f"accumulate: schedule keys must be epochs (int >= 0), got {epoch!r}"
+                )
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"accumulate: n must be an int >= 1, got {n!r} for epoch {epoch}")
+        schedule = dict(sorted(value.items()))
+        schedule.setdefault(0, 1)
+        return tuple(sorted(schedule.items()))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"accumulate: n must be an int >= 1 or a dict {{epoch: n}}, got {value!r}")
+    return value
+
+
+def _number(name: str, value: Any, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+@attrs.frozen(slots=True)
+class Clip:
+    """A gradient-clipping setting: ``algorithm`` "norm" or "value"."""
+
+    algorithm: str
+    value: float
+    norm_type: float = 2.0
+
+
+def _split_output(out: Any) -> tuple[torch.Tensor, Metrics]:
+    if isinstance(out, torch.Tensor):
+        return out, {}
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+        return out[0], dict(out[1])
+    if isinstance(out, Mapping) and "loss" in out:
+        metrics = dict(out)
+        return metrics.pop("loss"), metrics
+    raise TypeError(
+        "loss_fn must return a scalar loss tensor, (loss, {name: value}) or a dict with "
+        f"a 'loss' key, got {type(out).__name__}"
+    )
+
+
+def _detach_metrics(metrics: Metrics) -> Metrics:
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            metrics[key] = value.detach()
+    return metrics
+
+
+def _device_type(model: Any) -> str:
+    module = model if isinstance(model, nn.Module) else next(iter(model.values()))
+    for p in module.parameters():
+        return p.device.type
+    return "cpu"
+
+
+def _is_ddp(model: Any) -> bool:
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel)
+
+
+def _cast_model(model: Any, dtype: torch.dtype) -> None:
+    modules = [model] if isinstance(model, nn.Module) else list(model.values())
+    for module in modules:
+        for p in module.parameters():
+            if p.is_floating_point() and p.dtype != dtype:
+                module.to(dtype)
+                break
+
+
+class _Cache:
+    """Derived, rebuildable values (never run state): the optimizer's parameter list."""
+
+    __slots__ = ("device_type", "optimizer", "params")
+
+    def __init__(self) -> None:
+        self.optimizer: Any = None
+        self.params: list[torch.Tensor] = []
+        self.device_type = "cpu"
+
+    def refresh(self, state: TrainState) -> None:
+        self.optimizer = state.optimizer
+        self.params = [p for opt in state.optimizers for g in opt.param_groups for p in g["params"]]
+        self.device_type = _device_type(state.model)
+
+
+@attrs.frozen(slots=True, repr=False)
+class TrainStep:
+    """A training step built from a loss function and settings; call it as a step.
+
+    Build it with :func:`train_step` and change it with combinators; every
+    combinator returns a new ``TrainStep``.
+    """
+
+    loss_fn: Callable[..., Any]
+    accumulate: Any = None
+    clip: Clip | None = None
+    precision: Precision = attrs.field(factory=lambda: parse_precision("32-true"))
+    skip_nonfinite: bool = False
+    compile_kwargs: Mapping[str, Any] | None = None
+    _compiled: Any = attrs.field(default=None, alias="compiled")
+    _cache: _Cache = attrs.field(factory=_Cache, eq=False, alias="cache")
+
+    def with_(self, **changes: Any) -> TrainStep:
+        """A copy with some settings changed (and a fresh derived cache)."""
+        if "compile_kwargs" in changes or "loss_fn" in changes:
+            kwargs = changes.get("compile_kwargs", self.compile_kwargs)
+            fn = changes.get("loss_fn", self.loss_fn)
+            changes["compiled"] = torch.compile(fn, **kwargs) if kwargs is not None else None
+        changes.setdefault("cache", _Cache())
+        return attrs.evolve(self, **changes)
+
+    def n_for_epoch(self, epoch: int) -> int:
+        """Micro-batches per optimizer step in ``epoch``."""
+        acc = self.accumulate
+        if acc is None:
+            return 1
+        if isinstance(acc, int):
+            return acc
+        n = 1
+        for start, value in acc:
+            if epoch >= start:
+                n = value
+        return n
+
+    def __repr__(self) -> str:
+        parts = [getattr(self.loss_fn, "__name__", repr(self.loss_fn))]
+        if self.accumulate is not None:
+            acc = self.accumulate if isinstance(self.accumulate, int) else dict(self.accumulate)
+            parts.append(f"accumulate={acc!r}")
+        if self.clip is not None:
+            kind = "clip_norm" if self.clip.algorithm == "norm" else "clip_value"
+            parts.append(f"{kind}={self.clip.value!r}")
+        if self.precision.name != "32-true":
+            parts.append(f"precision={self.precision.name!r}")
+        if self.skip_nonfinite:
+            parts.append("skip_nonfinite=True")
+        if self.compile_kwargs is not None:
+            parts.append("compiled=True")
+        return f"train_step({', '.join(parts)})"
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        cache = self._cache
+        if cache.optimizer is not state.optimizer:
+            self._setup(state)
+        model = state.model
+        precision = self.precision
+        scaler = state.scaler
+        if precision.scaled and scaler is None:
+            scaler = precision.make_scaler(cache.device_type)
+        if precision.param_dtype is not None:
+            batch = cast_floats(batch, precision.param_dtype)
+
+        n = self.n_for_epoch(state.epoch) if self.accumulate is not None else 1
+        batch_idx = state.batch_idx
+        window_pos = batch_idx % n
+        length = state.epoch_length
+        boundary = window_pos == n - 1 or (length is not None and batch_idx + 1 >= length)
+
+        seed_step(state.seed, state.micro_step, state.rank, cache.device_type == "cuda")
+        sync = contextlib.nullcontext() if boundary or not _is_ddp(model) else model.no_sync()
+        loss_fn = self._compiled if self._compiled is not None else self.loss_fn
+        with sync:
+            with precision.autocast(cache.device_type):
+                loss, metrics = _split_output(loss_fn(model, batch))
+            if loss.ndim != 0:
+                raise ValueError(
+                    f"loss_fn must return a scalar loss (0-dim tensor), got shape {tuple(loss.shape)}"
+                )
+            scaled = loss / n if n > 1 else loss
+            if scaler is not None:
+                scaled = scaler.scale(scaled)
+            scaled.backward()
+        metrics = _detach_metrics(metrics)
+        metrics["loss"] = loss.detach()
+
+        if not boundary:
+            new = state.replace(micro_step=state.micro_step + 1, batch_idx=batch_idx + 1)
+            if scaler is not state.scaler:
+                new = new.replace(scaler=scaler)
+            return new, metrics
+
+        extras = self._update(state, scaler, n, window_pos + 1, metrics)
+        new = state.replace(
+            step=state.step + 1,
+            micro_step=state.micro_step + 1,
+            batch_idx=batch_idx + 1,
+            scaler=scaler,
+            extras=extras,
+        )
+        return new, metrics
+
+    def _setup(self, state: TrainState) -> None:
+        if state.optimizer is None:
+            raise ValueError(
+                "train_step: the state has no optimizer (TrainState.create(..., optimizer))"
+            )
+        self._cache.refresh(state)
+        if self.precision.param_dtype is not None:
+            _cast_model(state.model, self.precision.param_dtype)
+
+    def _update(self, state: TrainState, scaler: Any, n: int, seen: int, metrics: Metrics) -> Any:
+        params = self._cache.params
+        optimizers = state.optimizers
+        extras = state.extras
+        if seen < n:
+            # A short window (epoch end) divided its losses by n: make it an exact mean.
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, n / seen)
+        if scaler is not None:
+            for opt in optimizers:
+                scaler.unscale_(opt)
+        clip = self.clip
+        norm = None
+        if clip is not None:
+            if clip.algorithm == "norm":
+                norm = torch.nn.utils.clip_grad_norm_(
+                    params, clip.value, norm_type=clip.norm_type, foreach=True
+                )
+                metrics["grad_norm"] = norm
+            else:
+                torch.nn.utils.clip_grad_value_(params, clip.value, foreach=True)
+        apply = True
+        if self.skip_nonfinite:
+            if norm is None:
+                grads = [p.grad for p in params if p.grad is not None]
+                norm = (
+                    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                    if grads
+                    else None
+                )
+            # The one host decision of this combinator: whether to run optimizer.step().
+            apply = norm is None or bool(torch.isfinite(norm))
+            skipped = int(extras.get("skip_nonfinite", 0)) + (0 if apply else 1)
+            extras = {**extras, "skip_nonfinite": skipped}
+            metrics["skipped_steps"] = skipped
+        if apply:
+            if scaler is not None:
+                for opt in optimizers:
+                    scaler.step(opt)
+                scaler.update()
+            else:
+                for opt in optimizers:
+                    opt.step()
+        elif scaler is not None:
+            scaler.update()
+        sched = state.scheduler
+        if sched is not None and isinstance(sched, SchedulerConfig) and sched.interval == "step":
+            if (state.step + 1) % sched.frequency == 0:
+                sched.scheduler.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        return extras
+
+
+def train_step(
+    loss_fn: Callable[..., Any],
+    *,
+    accumulate: int | Mapping[int, int] | None = None,
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    norm_type: float = 2.0,
+    precision: str | int = "32-true",
+    skip_nonfinite: bool = False,
+) -> TrainStep:
+    """Build a training step from ``loss_fn(model, batch)``.
+
+    ``loss_fn`` returns a scalar loss tensor, ``(loss, {name: value})`` or a dict
+    with a ``"loss"`` key. The keyword settings build exactly the pipeline the
+    combinators build (``train_step(f, accumulate=4)`` equals
+    ``accumulate(4)(train_step(f))``).
+
+    Args:
+        loss_fn: the forward computation.
+        accumulate: micro-batches per optimizer step, or ``{epoch: n}``.
+        clip_norm: clip the gradients' total norm to this value.
+        clip_value: clip each gradient element to [-v, v].
+        norm_type: the norm for ``clip_norm``.
+        precision: see :func:`ftrain.precision`.
+        skip_nonfinite: skip updates whose gradients hold NaN/Inf.
+
+    Returns:
+        A ``TrainStep``: call it as ``state, metrics = step(state, batch)``.
+
+    Raises:
+        TypeError, ValueError: a bad setting, naming it.
+
+    Example:
+        >>> import torch, ftrain as ft
+        >>> net = torch.nn.Linear(2, 1)
+        >>> state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1))
+        >>> step = ft.train_step(lambda m, b: ((m(b[0]) - b[1]) ** 2).mean())
+        >>> state, metrics = step(state, (torch.ones(4, 2), torch.zeros(4, 1)))
+        >>> state.step, sorted(metrics)
+        (1, ['loss'])
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"train_step: loss_fn must be callable, got {type(loss_fn).__name__}")
+    if clip_norm is not None and clip_value is not None:
+        raise ValueError("train_step: give clip_norm or clip_value, not both")
+    clip = None
+    if clip_norm is not None:
+        clip = Clip("norm", _number("clip_norm", clip_norm), _number("norm_type", norm_type))
+    elif clip_value is not None:
+        clip = Clip("value", _number("clip_value", clip_value))
+    if not isinstance(skip_nonfinite, bool):
+        raise TypeError(f"train_step: skip_nonfinite must be a bool, got {skip_nonfinite!r}")
+    return TrainStep(
+        loss_fn,
+        accumulate=_check_accumulate(accumulate),
+        clip=clip,
+        precision=parse_precision(precision),
+        skip_nonfinite=skip_nonfinite,
+    )
+
+
+@attrs.frozen(slots=True, repr=False)
+class EvalStep:
+    """An evaluation step: ``fn(model, batch) -> {name: value}`` without gradients.
+
+    Called as ``state, metrics = step(state, batch)``; the state is returned
+    unchanged. The model is put in eval mode for the call and its mode restored
+    (the loop switches modes once per evaluation run instead).
+    """
+
+    fn: Callable[..., Any]
+    precision: Precision = attrs.field(factory=lambda: parse_precision("32-true"))
+    inference: bool = False
+
+    def with_(self, **changes: Any) -> EvalStep:
+        """A copy with some settings changed."""
+        return attrs.evolve(self, **changes)
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__name__", repr(self.fn))
+        extra = f", precision={self.precision.name!r}" if self.precision.name != "32-true" else ""
+        return f"eval_step({name}{extra})"
+
+    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        models = state.models
+        was_training = [m.training for m in models]
+        if any(was_training):
+            for m in models:
+                m.eval()
+        try:
+            return state, self.run(state, batch)
+        finally:
+            if any(was_training):
+                for m, mode in zip(models, was_training, strict=True):
+                    m.train(mode)
+
+    def run(self, state: TrainState, batch: Any) -> Metrics:
+        """The metrics of one batch, leaving module modes alone."""
+        precision = self.precision
+        if precision.param_dtype is not None:
+            _cast_model(state.model, precision.param_dtype)
+            batch = cast_floats(batch, precision.param_dtype)
+        grad_mode = torch.inference_mode() if self.inference else torch.no_grad()
+        with grad_mode, precision.autocast(_device_type(state.model)):
+            out = self.fn(state.model, batch)
+        if isinstance(out, torch.Tensor):
+            return {"loss": out}
+        if not isinstance(out, Mapping):
+            raise TypeError(
+                "eval_step: fn must return a {name: value} mapping or a tensor, "
+                f"got {type(out).__name__}"
+            )
+        return dict(out)
+
+
+def eval_step(fn: Callable[..., Any], *, precision: str | int = "32-true") -> EvalStep:
+    """Build an evaluation step from ``fn(model, batch) -> {name: value}``.
+
+    Args:
+        fn: computes the metrics of one batch; a bare tensor is named ``"loss"``.
+        precision: autocast / dtype as for training.
+
+    Returns:
+        An ``EvalStep``.
+
+    Example:
+        >>> import torch, ftrain as ft
+        >>> net = torch.nn.Linear(2, 1)
+        >>> state = ft.TrainState.create(net, None)
+        >>> step = ft.eval_step(lambda m, b: {"out": m(b).sum()})
+        >>> _, metrics = step(state, torch.zeros(3, 2))
+        >>> list(metrics)
+        ['out']
+    """
+    if not callable(fn):
+        raise TypeError(f"eval_step: fn must be callable, got {type(fn).__name__}")
+    return EvalStep(fn, precision=parse_precision(precision))
+
+
+def custom_step(fn: Callable[[TrainState, Any], tuple[TrainState, Metrics]]) -> Step:
+    """Turn a hand-written ``fn(state, batch) -> (state, metrics)`` into a loop step.
+
+    The wrapper seeds torch's generators from (seed, micro_step, rank) and advances
+    the counters: ``micro_step`` and ``batch_idx`` by one, and ``step`` by one unless
+    ``fn`` changed it itself. ``fn`` only updates models and optimizers, e.g. the two
+    optimizers of a GAN.
+
+    Args:
+        fn: the step body.
+
+    Returns:
+        A step the loop can drive.
+    """
+    if not callable(fn):
+        raise TypeError(f"custom_step: fn must be callable, got {type(fn).__name__}")
+
+    def step(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
+        seed_step(state.seed, state.micro_step, state.rank, _device_type(state.model) == "cuda")
+        new, metrics = fn(state, batch)
+        if not isinstance(new, TrainState):
+            raise TypeError(
+                f"custom_step: {getattr(fn, '__name__', 'fn')} must return (state, metrics), "
+                f"got {type(new).__name__} as the state"
+            )
+        return new.replace(
+            step=new.step if new.step != state.step else state.step + 1,
+            micro_step=state.micro_step + 1,
+            batch_idx=state.batch_idx + 1,
+        ), _detach_metrics(dict(metrics))
+
+    step.__name__ = getattr(fn, "__name__", "custom_step")
+    step.__doc__ = fn.__doc__
+    step.__wrapped__ = fn  # type: ignore[attr-defined]
+    return step
