@@ -293,9 +293,12 @@ class TrainStep:
         elif scaler is not None:
             scaler.update()
         sched = state.scheduler
-        if sched is not None and isinstance(sched, SchedulerConfig) and sched.interval == "step":
-            if (state.step + 1) % sched.frequency == 0:
-                sched.scheduler.step()
+        if (
+            isinstance(sched, SchedulerConfig)
+            and sched.interval == "step"
+            and (state.step + 1) % sched.frequency == 0
+        ):
+            sched.scheduler.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         return extras
