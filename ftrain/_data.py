@@ -1,0 +1,718 @@
+"""Data: the epoch's batch order as a function of (seed, epoch), and batches on devices.
+
+Every loader the driver iterates gets its order from :func:`epoch_permutation`
+(shuffled) or from a fixed base order (sequential, or what a user's sampler
+produced), then the rank's shard as ``DistributedSampler`` cuts it, then batches.
+A resume in the middle of an epoch starts after ``k`` batches by index, so the
+skipped samples are never loaded.
+
+- :class:`SeededBatchSampler` is that rule as a ``batch_sampler`` for a DataLoader.
+- :func:`prepare_loader` applies it to what a user passed (a DataLoader is rebuilt
+  around it once and cached), and sets epoch, skip and shard for each epoch.
+- :class:`TensorLoader` is the fast in-memory loader: one gather per tensor per batch.
+- :func:`move_to_device` and :func:`batch_size_of` walk nested batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import os
+import warnings
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+from ._seed import mix_seed as mix_seed
+
+__all__ = [
+    "SeededBatchSampler",
+    "TensorLoader",
+    "batch_size_of",
+    "epoch_permutation",
+    "loader_length",
+    "mix_seed",
+    "move_to_device",
+    "prepare_loader",
+]
+
+
+def _check_int(owner: str, name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _check_shard(owner: str, rank: Any, world_size: Any) -> None:
+    _check_int(owner, "world_size", world_size, 1)
+    _check_int(owner, "rank", rank, 0)
+    if rank >= world_size:
+        raise ValueError(
+            f"{owner}: rank must be in [0, world_size), got rank={rank}, world_size={world_size}"
+        )
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of ``n`` samples for one epoch: a function of (seed, epoch) only.
+
+    Args:
+        n: number of samples.
+        seed: the run seed.
+        epoch: the epoch.
+
+    Returns:
+        A CPU int64 tensor, a permutation of ``0..n-1``.
+
+    Example:
+        >>> torch.equal(epoch_permutation(5, 0, 1), epoch_permutation(5, 0, 1))
+        True
+    """
+    _check_int("epoch_permutation", "n", n, 0)
+    generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    return torch.randperm(n, generator=generator)
+
+
+class SeededBatchSampler(Sampler[list[int]]):
+    """Batches of indices in an order fixed by (seed, epoch), sharded like ``DistributedSampler``.
+
+    The epoch's order is ``epoch_permutation(n, seed, epoch)`` when shuffling (applied to
+    ``base_order`` when one is given), else ``base_order`` or ``range(n)``. Then, as
+    ``DistributedSampler`` does, the order is padded by repeating it from the start
+    until it divides evenly among ranks (or its tail is dropped when ``drop_last``),
+    this rank takes ``order[rank::world_size]`` and cuts it into batches (the last one
+    short unless ``drop_last``).
+
+    Args:
+        n: number of positions in the order (``len(base_order)`` when given).
+        batch_size: indices per batch.
+        shuffle: draw the order from ``epoch_permutation``.
+        seed: the run seed.
+        drop_last: drop the tail that does not divide among ranks and a short last batch.
+        rank: this process's rank.
+        world_size: number of ranks.
+        base_order: the order to use instead of ``range(n)``, e.g. ``list(user_sampler)``.
+
+    Raises:
+        ValueError: an argument out of range, or ``len(base_order) != n``.
+
+    Example:
+        >>> list(SeededBatchSampler(5, 2, shuffle=False, seed=0))
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        base_order: Sequence[int] | None = None,
+    ) -> None:
+        owner = "SeededBatchSampler"
+        _check_int(owner, "n", n, 0)
+        _check_int(owner, "batch_size", batch_size, 1)
+        _check_shard(owner, rank, world_size)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"{owner}: seed must be an int, got {seed!r}")
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self.drop_last = bool(drop_last)
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._skip = 0
+        self._base: torch.Tensor | None = None
+        if base_order is not None:
+            self._set_base_order(base_order)
+
+    def _set_base_order(self, base_order: Sequence[int]) -> None:
+        base = torch.as_tensor(base_order, dtype=torch.int64).reshape(-1)
+        if base.numel() != self.n:
+            raise ValueError(
+                f"SeededBatchSampler: base_order must hold n={self.n} indices, got {base.numel()}"
+            )
+        self._base = base
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch whose order the next iteration yields."""
+        self.epoch = _check_int("SeededBatchSampler", "epoch", epoch, 0)
+
+    def set_skip(self, batches: int) -> None:
+        """Make the next iteration (only) start after ``batches`` batches of this rank's shard."""
+        self._skip = _check_int("SeededBatchSampler", "skip", batches, 0)
+
+    def _per_rank(self) -> int:
+        n, world = self.n, self.world_size
+        if world == 1:
+            return n
+        if self.drop_last and n % world:
+            return n // world
+        return -(-n // world)
+
+    def __len__(self) -> int:
+        """Batches per rank in a full epoch (the skip is not subtracted)."""
+        per_rank = self._per_rank()
+        if self.drop_last:
+            return per_rank // self.batch_size
+        return -(-per_rank // self.batch_size)
+
+    def _rank_indices(self) -> torch.Tensor | None:
+        """This rank's indices for the current epoch; None when they are ``0..n-1``."""
+        n, world = self.n, self.world_size
+        order = self._base
+        if self.shuffle:
+            perm = epoch_permutation(n, self.seed, self.epoch)
+            order = perm if order is None else order[perm]
+        if world == 1:
+            return order
+        if order is None:
+            order = torch.arange(n)
+        total = self._per_rank() * world
+        if total > n:
+            # DistributedSampler's padding: repeat the order from its start.
+            order = torch.cat([order, order.repeat(-(-(total - n) // n))[: total - n]])
+        return order[self.rank : total : world]
+
+    def _plan(self) -> tuple[torch.Tensor | None, int]:
+        """Fix the epoch's indices and the first batch, consuming the one-shot skip."""
+        start, self._skip = self._skip, 0
+        return self._rank_indices(), start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # The epoch and skip are read at the first batch, not at iter(): a multi-worker
+        # DataLoader calls iter() twice and draws from the second iterator only.
+        indices, start = self._plan()
+        bs, stop = self.batch_size, len(self)
+        if indices is None:
+            count = self._per_rank()
+            for i in range(start, stop):
+                yield list(range(i * bs, min((i + 1) * bs, count)))
+            return
+        flat: list[int] = indices.tolist()
+        for i in range(start, stop):
+            yield flat[i * bs : (i + 1) * bs]
+
+    def __repr__(self) -> str:
+        return (
+            f"SeededBatchSampler(n={self.n}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, drop_last={self.drop_last}, rank={self.rank}, "
+            f"world_size={self.world_size}, epoch={self.epoch})"
+        )
+
+
+class TensorLoader:
+    """Batches of in-memory tensors, each gathered by one indexing op per tensor.
+
+    The order, sharding and skipping follow :class:`SeededBatchSampler` exactly, so it
+    yields what ``DataLoader(TensorDataset(*tensors), batch_sampler=SeededBatchSampler(...))``
+    yields, without per-sample ``__getitem__`` and collate. Unshuffled, single-rank
+    batches are contiguous slices (views, no copy). Tensors may live on any device;
+    the epoch's indices are moved to it once per epoch.
+
+    Args:
+        *tensors: tensors sharing ``size(0)``.
+        batch_size: samples per batch.
+        shuffle: reshuffle every epoch by (seed, epoch).
+        drop_last: drop a short last batch (and the tail that does not divide among ranks).
+        seed: the order's seed; None uses the run's seed under ``fit`` (0 on its own).
+
+    Raises:
+        ValueError: no tensors, a 0-dim tensor, differing ``size(0)``, or a bad batch size.
+
+    Example:
+        >>> x, y = torch.arange(5.0), torch.arange(5)
+        >>> [b[1].tolist() for b in TensorLoader(x, y, batch_size=2, shuffle=False)]
+        [[0, 1], [2, 3], [4]]
+    """
+
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        owner = "TensorLoader"
+        if not tensors:
+            raise ValueError(f"{owner}: needs at least one tensor")
+        for i, t in enumerate(tensors):
+            if not isinstance(t, torch.Tensor) or t.dim() == 0:
+                raise ValueError(
+                    f"{owner}: tensor {i} must be a torch.Tensor with at least one dimension, "
+                    f"got {type(t).__name__}{'' if not isinstance(t, torch.Tensor) else ' of dim 0'}"
+                )
+        sizes = [t.size(0) for t in tensors]
+        if len(set(sizes)) > 1:
+            listed = ", ".join(f"tensor {i}: {s}" for i, s in enumerate(sizes))
+            raise ValueError(f"{owner}: all tensors must share size(0), got {listed}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"{owner}: seed must be an int or None, got {seed!r}")
+        self.tensors = tensors
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self._batches = SeededBatchSampler(
+            sizes[0], batch_size, shuffle=self.shuffle, seed=seed or 0, drop_last=drop_last
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch."""
+        return self._batches.batch_size
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether a short last batch is dropped."""
+        return self._batches.drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch whose order the next iteration yields."""
+        self._batches.set_epoch(epoch)
+
+    def set_skip(self, batches: int) -> None:
+        """Make the next iteration (only) start after ``batches`` batches of this rank's shard."""
+        self._batches.set_skip(batches)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Yield only rank ``rank``'s shard of each epoch, as ``DistributedSampler`` cuts it."""
+        _check_shard("TensorLoader", rank, world_size)
+        self._batches.rank, self._batches.world_size = rank, world_size
+
+    def _configure(self, run_seed: int, shuffle: bool | None) -> None:
+        # The loader's own seed wins over the run's; a driver's shuffle override applies
+        # to this use only, so the same loader can serve as train and as eval data.
+        self._batches.seed = self.seed if self.seed is not None else run_seed
+        self._batches.shuffle = self.shuffle if shuffle is None else shuffle
+
+    def __len__(self) -> int:
+        """Batches per rank in a full epoch (the skip is not subtracted)."""
+        return len(self._batches)
+
+    def __iter__(self) -> Iterator[Any]:
+        # As for SeededBatchSampler, the epoch and skip are read at the first batch.
+        indices, start = self._batches._plan()
+        bs, stop, tensors = self.batch_size, len(self._batches), self.tensors
+        single = len(tensors) == 1
+        if indices is None:
+            yield from _slices(tensors, single, bs, start, stop)
+            return
+        moved: dict[torch.device, torch.Tensor] = {}
+        for t in tensors:
+            if t.device not in moved:
+                moved[t.device] = indices.to(t.device)
+        per_tensor = [moved[t.device] for t in tensors]
+        yield from _gathers(tensors, per_tensor, single, bs, start, stop)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(t.shape)) for t in self.tensors)
+        return (
+            f"TensorLoader({shapes}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, seed={self.seed})"
+        )
+
+
+def _slices(
+    tensors: tuple[torch.Tensor, ...], single: bool, bs: int, start: int, stop: int
+) -> Iterator[Any]:
+    if single:
+        t = tensors[0]
+        for i in range(start, stop):
+            yield t[i * bs : (i + 1) * bs]
+        return
+    for i in range(start, stop):
+        s = i * bs
+        yield tuple([t[s : s + bs] for t in tensors])
+
+
+def _gathers(
+    tensors: tuple[torch.Tensor, ...],
+    indices: list[torch.Tensor],
+    single: bool,
+    bs: int,
+    start: int,
+    stop: int,
+) -> Iterator[Any]:
+    if single:
+        t, idx = tensors[0], indices[0]
+        for i in range(start, stop):
+            yield t.index_select(0, idx[i * bs : (i + 1) * bs])
+        return
+    pairs = list(zip(tensors, indices, strict=True))
+    for i in range(start, stop):
+        s = i * bs
+        yield tuple([t.index_select(0, idx[s : s + bs]) for t, idx in pairs])
+
+
+# Rebuilt loaders, per user loader and (rank, world_size, shuffle, seed_workers): a
+# cache of pure functions of those, so each epoch only sets epoch and skip. Weak keys:
+# an entry goes when the user's loader goes.
+_REBUILT: weakref.WeakKeyDictionary[
+    DataLoader[Any], dict[tuple[int, int, bool, bool], DataLoader[Any]]
+]
+_REBUILT = weakref.WeakKeyDictionary()
+
+
+def _rebuildable(loader: DataLoader[Any]) -> bool:
+    # Only the plain class: a subclass's constructor may take other arguments, and a
+    # batch_size of None means the user chose the batching (batch_sampler or none).
+    return (
+        type(loader) is DataLoader
+        and loader.batch_size is not None
+        and not isinstance(loader.dataset, IterableDataset)
+    )
+
+
+def _standard_shuffle(sampler: Any, dataset: Any) -> bool | None:
+    """True/False for the stock random/sequential samplers, None for any other."""
+    if type(sampler) is SequentialSampler:
+        return False
+    if (
+        type(sampler) is RandomSampler
+        and not sampler.replacement
+        and sampler.num_samples == len(dataset)
+    ):
+        return True
+    return None
+
+
+def _rebuild(
+    loader: DataLoader[Any], rank: int, world_size: int, shuffle: bool, base: list[int] | None
+) -> DataLoader[Any]:
+    n = len(base) if base is not None else len(loader.sampler)  # type: ignore[arg-type]
+    batches = SeededBatchSampler(
+        n,
+        loader.batch_size or 1,
+        shuffle=shuffle,
+        seed=0,
+        drop_last=loader.drop_last,
+        rank=rank,
+        world_size=world_size,
+        base_order=base,
+    )
+    init_fn = loader.worker_init_fn
+    if init_fn is None and loader.num_workers > 0 and os.environ.get("FTRAIN_SEED_WORKERS") == "1":
+        from ._seed import worker_init_fn
+
+        init_fn = functools.partial(worker_init_fn, rank=rank)
+    extra: dict[str, Any] = {}
+    if hasattr(loader, "in_order"):
+        extra["in_order"] = loader.in_order
+    return DataLoader(
+        loader.dataset,
+        batch_sampler=batches,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
+        pin_memory_device=loader.pin_memory_device,
+        **extra,
+    )
+
+
+def _set_epoch_on_samplers(loader: DataLoader[Any], epoch: int) -> None:
+    batch_sampler = loader.batch_sampler
+    for obj in (loader.sampler, batch_sampler, getattr(batch_sampler, "sampler", None)):
+        set_epoch = getattr(obj, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+
+def _prepare_dataloader(
+    loader: DataLoader[Any],
+    seed: int,
+    epoch: int,
+    skip: int,
+    rank: int,
+    world_size: int,
+    shuffle_default: bool | None,
+) -> DataLoader[Any]:
+    sampler = loader.sampler
+    shuffle = _standard_shuffle(sampler, loader.dataset)
+    base: list[int] | None = None
+    if shuffle is None:
+        # Any other sampler keeps its own order; it is materialised so that a resume can
+        # skip by index. A user DistributedSampler has already sharded it.
+        shuffle = False
+        _set_epoch_on_samplers(loader, epoch)
+        base = list(sampler)
+        if isinstance(sampler, DistributedSampler):
+            rank, world_size = 0, 1
+    elif shuffle_default is not None:
+        shuffle = shuffle_default
+    seed_workers = os.environ.get("FTRAIN_SEED_WORKERS") == "1"
+    key = (rank, world_size, shuffle, seed_workers)
+    per_loader = _REBUILT.setdefault(loader, {})
+    rebuilt = per_loader.get(key)
+    if rebuilt is None:
+        if base is not None and not isinstance(sampler, DistributedSampler):
+            warnings.warn(
+                f"prepare_loader: the DataLoader's {type(sampler).__name__} is read in full "
+                "(list(sampler)) at the start of every epoch so that a resume can skip "
+                "batches by index; for an exact resume it must give the same order for "
+                "the same epoch",
+                stacklevel=3,
+            )
+        rebuilt = per_loader[key] = _rebuild(loader, rank, world_size, shuffle, base)
+    batches = rebuilt.batch_sampler
+    assert isinstance(batches, SeededBatchSampler)
+    if base is not None:
+        batches.n = len(base)
+        batches._set_base_order(base)
+    batches.seed = seed
+    batches.set_epoch(epoch)
+    batches.set_skip(skip)
+    return rebuilt
+
+
+class _Skipped:
+    """An iterable that drops its first batches by consuming them; ``len`` is the full epoch's."""
+
+    def __init__(self, data: Iterable[Any], skip: int) -> None:
+        self.data, self.skip = data, skip
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.data), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+
+def prepare_loader(
+    data: Iterable[Any],
+    *,
+    seed: int,
+    epoch: int,
+    skip_batches: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle_default: bool | None = None,
+) -> Iterable[Any]:
+    """The iterable of one epoch's batches for what a user passed as data.
+
+    - A ``DataLoader`` over a map-style dataset with its default batching (it has a
+      ``batch_size``) is rebuilt once (cached per loader, rank, world size and shuffle)
+      around a :class:`SeededBatchSampler` with the same dataset, workers, collate and
+      other settings. A ``RandomSampler`` without replacement shuffles by (seed, epoch), a
+      ``SequentialSampler`` keeps ``0..n-1``; ``shuffle_default`` True/False overrides
+      either. Any other sampler's order is read in full each epoch (after its
+      ``set_epoch``, if any) and sharded; it must be deterministic for an exact resume. A
+      ``DistributedSampler`` is taken as already sharded.
+    - A ``TensorLoader`` is set to this epoch, skip, shard and seed (its own seed wins).
+    - Anything else (a DataLoader with a user ``batch_sampler``, an ``IterableDataset``, a
+      DataLoader subclass, any iterable) is returned as is (a DataLoader's sampler and
+      batch sampler get ``set_epoch`` if they have it); skipped batches are then loaded
+      and thrown away, and sharding is the user's business.
+    - With ``FTRAIN_SEED_WORKERS=1`` (``seed_everything(workers=True)``), a rebuilt loader
+      with workers and no ``worker_init_fn`` gets ftrain's, seeded per rank and worker.
+
+    A user sampler must yield integer indices.
+
+    Args:
+        data: a DataLoader, a TensorLoader or any iterable of batches.
+        seed: the run seed.
+        epoch: the epoch.
+        skip_batches: batches of this rank's epoch already consumed (mid-epoch resume).
+        rank: this process's rank.
+        world_size: number of ranks.
+        shuffle_default: None follows the loader; True/False forces shuffling on or off
+            for a TensorLoader and for a DataLoader with a stock random/sequential sampler.
+
+    Returns:
+        An iterable of this epoch's remaining batches; its ``len`` (see
+        :func:`loader_length`) is the full epoch's, skipped batches included.
+
+    Raises:
+        ValueError: a negative epoch or skip, or a rank outside ``[0, world_size)``.
+
+    Example:
+        >>> loader = DataLoader(list(range(6)), batch_size=2)
+        >>> [b.tolist() for b in prepare_loader(loader, seed=0, epoch=0, skip_batches=1)]
+        [[2, 3], [4, 5]]
+    """
+    owner = "prepare_loader"
+    _check_int(owner, "epoch", epoch, 0)
+    _check_int(owner, "skip_batches", skip_batches, 0)
+    _check_shard(owner, rank, world_size)
+    if isinstance(data, TensorLoader):
+        data.shard(rank, world_size)
+        data._configure(seed, shuffle_default)
+        data.set_epoch(epoch)
+        data.set_skip(skip_batches)
+        return data
+    if isinstance(data, DataLoader):
+        if _rebuildable(data):
+            try:
+                len(data.dataset)  # type: ignore[arg-type]
+            except TypeError:
+                pass
+            else:
+                return _prepare_dataloader(
+                    data, seed, epoch, skip_batches, rank, world_size, shuffle_default
+                )
+        _set_epoch_on_samplers(data, epoch)
+    if skip_batches == 0:
+        return data
+    warnings.warn(
+        f"prepare_loader: resuming {type(data).__name__} by loading and discarding "
+        f"{skip_batches} batches (only a DataLoader with default batching or a "
+        "TensorLoader skips by index)",
+        stacklevel=2,
+    )
+    return _Skipped(data, skip_batches)
+
+
+def loader_length(data: Iterable[Any]) -> int | None:
+    """Batches in a full epoch of ``data``, or None when it has no length.
+
+    Args:
+        data: a loader or any iterable.
+
+    Returns:
+        ``len(data)``, or None for an unsized iterable or a DataLoader over an
+        ``IterableDataset`` without ``__len__``.
+
+    Example:
+        >>> loader_length([1, 2]), loader_length(iter([1, 2]))
+        (2, None)
+    """
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except (TypeError, NotImplementedError):
+        return None
+
+
+def _is_attrs_or_dataclass(obj: Any) -> bool:
+    cls = type(obj)
+    return attrs.has(cls) or dataclasses.is_dataclass(cls)
+
+
+def _fields(obj: Any) -> list[tuple[str, str, bool]]:
+    """(attribute name, init name, in __init__) for an attrs or dataclass instance."""
+    cls = type(obj)
+    if attrs.has(cls):
+        return [(a.name, a.alias or a.name, a.init) for a in attrs.fields(cls)]
+    return [(f.name, f.name, f.init) for f in dataclasses.fields(obj)]
+
+
+def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor in a nested batch to ``device``.
+
+    Tuples (namedtuples too), lists, mappings, attrs classes and dataclasses are rebuilt
+    around the moved values; other objects are left as they are. A tensor already on
+    ``device`` is returned itself, not copied.
+
+    Args:
+        batch: a tensor or a nested structure holding tensors.
+        device: the target device.
+        non_blocking: passed to ``Tensor.to``.
+
+    Returns:
+        The batch with its tensors on ``device``.
+
+    Example:
+        >>> b = {"x": torch.ones(2)}
+        >>> move_to_device(b, torch.device("cpu"))["x"] is b["x"]
+        True
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    cls = type(batch)
+    if cls is tuple or cls is list:
+        return cls(
+            [
+                x.to(device, non_blocking=non_blocking)
+                if isinstance(x, torch.Tensor)
+                else move_to_device(x, device, non_blocking)
+                for x in batch
+            ]
+        )
+    if cls is dict:
+        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, Mapping):
+        moved = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
+        if isinstance(batch, defaultdict):
+            return cls(batch.default_factory, moved)
+        return cls(moved)
+    if isinstance(batch, tuple):
+        items = [move_to_device(x, device, non_blocking) for x in batch]
+        # A namedtuple takes fields as arguments; other tuple types (torch.return_types)
+        # take one sequence.
+        return cls(*items) if hasattr(batch, "_fields") else cls(items)
+    if isinstance(batch, list):
+        return cls(move_to_device(x, device, non_blocking) for x in batch)
+    if _is_attrs_or_dataclass(batch):
+        fields = _fields(batch)
+        init = {
+            init_name: move_to_device(getattr(batch, name), device, non_blocking)
+            for name, init_name, in_init in fields
+            if in_init
+        }
+        out = cls(**init)
+        for name, _, in_init in fields:
+            if not in_init:
+                # Fields outside __init__ are computed or defaulted; carry the moved value.
+                object.__setattr__(
+                    out, name, move_to_device(getattr(batch, name), device, non_blocking)
+                )
+        return out
+    return batch
+
+
+def batch_size_of(batch: Any) -> int | None:
+    """The batch size as Lightning infers it: ``size(0)`` of the first tensor found.
+
+    The search is depth-first over tuples, lists, mappings (values), attrs classes and
+    dataclasses; a 0-dim tensor counts as 1.
+
+    Args:
+        batch: a tensor or a nested structure.
+
+    Returns:
+        The size, or None when the batch holds no tensor.
+
+    Example:
+        >>> batch_size_of((torch.zeros(4, 3), torch.zeros(4))), batch_size_of({"a": 1})
+        (4, None)
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch.size(0) if batch.dim() else 1
+    if isinstance(batch, (tuple, list)):
+        if batch and isinstance(batch[0], torch.Tensor):
+            first = batch[0]
+            return first.size(0) if first.dim() else 1
+        children: Iterable[Any] = batch
+    elif isinstance(batch, Mapping):
+        children = batch.values()
+    elif _is_attrs_or_dataclass(batch):
+        children = (getattr(batch, name) for name, _, _ in _fields(batch))
+    else:
+        return None
+    for child in children:
+        size = batch_size_of(child)
+        if size is not None:
+            return size
+    return None
