@@ -1,0 +1,21 @@
+"""Loggers: where the metrics of a run go.
+
+``fit(logger=...)`` takes True (TensorBoard under ``default_root_dir``), False,
+one logger or a list. A logger is anything implementing ``Logger``;
+``JSONLinesLogger`` is the short example to copy. tensorboard is imported only
+when a ``TensorBoardLogger`` first writes.
+"""
+
+from ._base import Logger as Logger
+from ._base import as_loggers as as_loggers
+from ._csv import CSVLogger as CSVLogger
+from ._jsonl import JSONLinesLogger as JSONLinesLogger
+from ._tensorboard import TensorBoardLogger as TensorBoardLogger
+
+__all__ = [
+    "CSVLogger",
+    "JSONLinesLogger",
+    "Logger",
+    "TensorBoardLogger",
+    "as_loggers",
+]

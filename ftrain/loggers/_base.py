@@ -1,0 +1,275 @@
+"""The ``Logger`` protocol, versioned log directories, and the ``logger=`` argument.
+
+A logger receives hyperparameters once and metrics at log points, as plain
+Python floats, and only on rank 0: the driver does the conversion and the rank
+check, so a logger is a small piece of file I/O. TensorBoard and CSV loggers
+share the directory layout of Lightning: ``save_dir/name/version_N``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import numbers
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Logger", "as_loggers"]
+
+_VERSION_DIR = re.compile(r"version_(\d+)")
+_MEMBERS = (
+    "name",
+    "version",
+    "log_dir",
+    "log_hyperparams",
+    "log_metrics",
+    "resume",
+    "flush",
+    "finalize",
+)
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """What the driver calls on a logger; implement it to write your own.
+
+    The driver calls loggers on rank 0 only, and passes metrics as Python floats.
+    ``resume`` comes before any other call when a run resumes from a checkpoint.
+    ``ftrain.loggers.JSONLinesLogger`` is a complete example in a few lines.
+    """
+
+    @property
+    def name(self) -> str:
+        """Experiment name (the folder under ``save_dir`` for versioned loggers)."""
+        ...
+
+    @property
+    def version(self) -> int | str:
+        """Run version, resolved on first use; checkpoints store it for ``resume``."""
+        ...
+
+    @property
+    def log_dir(self) -> str | None:
+        """Folder the logger writes into, or None if it writes no files."""
+        ...
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        """Record the run's hyperparameters (nested mappings allowed)."""
+        ...
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record scalar metrics at ``step``."""
+        ...
+
+    def resume(self, version: int | str, step: int) -> None:
+        """Continue writing into ``version``, discarding its data at steps >= ``step``."""
+        ...
+
+    def flush(self) -> None:
+        """Write buffered data to disk."""
+        ...
+
+    def finalize(self, status: str) -> None:
+        """Flush and close; ``status`` is "success", "failed" or "interrupted". Idempotent."""
+        ...
+
+
+def next_version(root: str) -> int:
+    """Return 1 + the largest ``N`` among the ``version_N`` folders of ``root``, or 0.
+
+    Args:
+      root: the ``save_dir/name`` folder; it need not exist.
+
+    Returns:
+      The first free version number.
+    """
+    try:
+        entries = os.listdir(root)
+    except FileNotFoundError:
+        return 0
+    found = [
+        int(m.group(1))
+        for entry in entries
+        if (m := _VERSION_DIR.fullmatch(entry)) and os.path.isdir(os.path.join(root, entry))
+    ]
+    return max(found, default=-1) + 1
+
+
+class VersionedLogger:
+    """Directory handling shared by loggers writing to ``save_dir/name/version_N``.
+
+    The version is resolved on first use of ``version``, ``log_dir`` or a write,
+    and the folder is created on the first write only, so building a logger
+    writes nothing.
+
+    Args:
+      save_dir: root folder of all experiments.
+      name: experiment folder under ``save_dir``.
+      version: ``None`` for the next free ``version_N``; an int ``v`` for
+        ``version_{v}``; a string for a folder of exactly that name.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike[str],
+        name: str = "ftrain_logs",
+        version: int | str | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty str, got {name!r}")
+        _check_version(type(self).__name__, version)
+        self._save_dir = os.fspath(save_dir)
+        self._name = name
+        self._version = version
+
+    @property
+    def save_dir(self) -> str:
+        """Root folder of all experiments."""
+        return self._save_dir
+
+    @property
+    def name(self) -> str:
+        """Experiment folder under ``save_dir``."""
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        """Run version; the first access picks the next free ``version_N``."""
+        if self._version is None:
+            self._version = next_version(os.path.join(self._save_dir, self._name))
+        return self._version
+
+    @property
+    def log_dir(self) -> str:
+        """``save_dir/name/version_N`` (or ``save_dir/name/<version>`` for a str version)."""
+        version = self.version
+        folder = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self._save_dir, self._name, folder)
+
+    def _use_version(self, version: int | str) -> None:
+        _check_version(type(self).__name__, version)
+        self._version = version
+
+    def _ensure_dir(self) -> str:
+        path = self.log_dir
+        os.makedirs(path, exist_ok=True)
+        return path
+
+
+def _check_version(owner: str, version: object) -> None:
+    ok = version is None or (isinstance(version, str) and version)
+    ok = ok or (isinstance(version, int) and not isinstance(version, bool) and version >= 0)
+    if not ok:
+        raise ValueError(
+            f"{owner}: version must be None, an int >= 0 or a non-empty str, got {version!r}"
+        )
+
+
+def flatten_params(
+    params: Mapping[str, Any], sep: str = "/"
+) -> dict[str, bool | int | float | str]:
+    """Flatten nested mappings into ``"a/b"`` keys with scalar values.
+
+    Args:
+      params: hyperparameters, possibly nested.
+      sep: separator between nested keys.
+
+    Returns:
+      A flat dict whose values are bool, int, float or str; anything else
+      (lists, None, objects) is stringified.
+
+    >>> flatten_params({"optim": {"lr": 0.1, "betas": (0.9, 0.99)}, "seed": 0})
+    {'optim/lr': 0.1, 'optim/betas': '(0.9, 0.99)', 'seed': 0}
+    """
+    flat: dict[str, bool | int | float | str] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            for sub_key, sub_value in flatten_params(value, sep).items():
+                flat[f"{key}{sep}{sub_key}"] = sub_value
+        elif isinstance(value, (bool, str)):
+            flat[str(key)] = value
+        elif isinstance(value, numbers.Integral):
+            flat[str(key)] = int(value)
+        elif isinstance(value, numbers.Real):
+            flat[str(key)] = float(value)
+        else:
+            flat[str(key)] = str(value)
+    return flat
+
+
+def save_hparams_json(log_dir: str, params: Mapping[str, Any]) -> None:
+    """Write ``params`` to ``log_dir/hparams.json``, stringifying what JSON cannot hold."""
+    path = os.path.join(log_dir, "hparams.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(params, f, indent=2, default=str)
+        f.write("\n")
+
+
+def _missing_members(obj: object) -> list[str]:
+    # getattr_static: looking a property up must not run it (a lazy version
+    # would be resolved, or a user's property could raise).
+    missing = []
+    for member in _MEMBERS:
+        try:
+            inspect.getattr_static(obj, member)
+        except AttributeError:
+            missing.append(member)
+    return missing
+
+
+def as_loggers(
+    logger: bool | Logger | Sequence[Logger] | None, default_root_dir: str | os.PathLike[str]
+) -> list[Logger]:
+    """Normalise the ``logger=`` argument of ``fit`` into a list of loggers.
+
+    Args:
+      logger: True or None for a ``TensorBoardLogger`` under ``default_root_dir``
+        (a ``CSVLogger``, with a warning, when tensorboard is not installed);
+        False for none; one logger; or a sequence of loggers.
+      default_root_dir: ``save_dir`` of the default logger.
+
+    Returns:
+      The loggers, in the given order.
+
+    Raises:
+      TypeError: if ``logger`` or one of its items does not implement ``Logger``.
+
+    >>> [type(x).__name__ for x in as_loggers(True, "runs")]
+    ['TensorBoardLogger']
+    >>> as_loggers(False, "runs")
+    []
+    """
+    # Imported here: both modules import this one.
+    from ._csv import CSVLogger
+    from ._tensorboard import TensorBoardLogger, tensorboard_available
+
+    if logger is None or logger is True:
+        if tensorboard_available():
+            return [TensorBoardLogger(default_root_dir)]
+        warnings.warn(
+            "logger=True: tensorboard is not installed, logging to CSV instead "
+            "(pip install tensorboard for the TensorBoard logger)",
+            stacklevel=2,
+        )
+        return [CSVLogger(default_root_dir)]
+    if logger is False:
+        return []
+    if not _missing_members(logger):
+        return [logger]  # type: ignore[list-item]
+    if isinstance(logger, Sequence) and not isinstance(logger, (str, bytes)):
+        items = list(logger)
+        for i, item in enumerate(items):
+            missing = _missing_members(item)
+            if missing:
+                raise TypeError(
+                    f"logger[{i}] must implement ftrain.loggers.Logger, got "
+                    f"{type(item).__name__} (missing: {', '.join(missing)})"
+                )
+        return items
+    raise TypeError(
+        "logger must be True, False, None, a ftrain.loggers.Logger or a sequence of "
+        f"them, got {type(logger).__name__} (missing: {', '.join(_missing_members(logger))})"
+    )
