@@ -5,6 +5,13 @@ A training run is a fold of a step function over batches:
 smaller ones; ``fit`` drives the fold with Lightning's Trainer controls.
 """
 
+from . import cli as cli
+from ._callbacks import Callback as Callback
+from ._callbacks import EarlyStopping as EarlyStopping
+from ._callbacks import LearningRateMonitor as LearningRateMonitor
+from ._checkpointing import load_checkpoint as load_checkpoint
+from ._checkpointing import restore as restore
+from ._checkpointing import save_checkpoint as save_checkpoint
 from ._combinators import Combinator as Combinator
 from ._combinators import accumulate as accumulate
 from ._combinators import clip_grad_norm as clip_grad_norm
@@ -12,6 +19,16 @@ from ._combinators import clip_grad_value as clip_grad_value
 from ._combinators import compile as compile
 from ._combinators import precision as precision
 from ._combinators import skip_nonfinite as skip_nonfinite
+from ._config import FitConfig as FitConfig
+from ._data import TensorLoader as TensorLoader
+from ._evaluate import predict as predict
+from ._evaluate import test as test
+from ._evaluate import validate as validate
+from ._loop import FitResult as FitResult
+from ._loop import fit as fit
+from ._metrics import Logged as Logged
+from ._metrics import log as log
+from ._metrics import log_dict as log_dict
 from ._precision import PRECISIONS as PRECISIONS
 from ._seed import mix_seed as mix_seed
 from ._seed import seed_everything as seed_everything
@@ -24,27 +41,46 @@ from ._step import TrainStep as TrainStep
 from ._step import custom_step as custom_step
 from ._step import eval_step as eval_step
 from ._step import train_step as train_step
+from ._summary import model_summary as model_summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRECISIONS",
+    "Callback",
     "Combinator",
+    "EarlyStopping",
     "EvalStep",
+    "FitConfig",
+    "FitResult",
+    "LearningRateMonitor",
+    "Logged",
     "Metrics",
     "SchedulerConfig",
     "Step",
+    "TensorLoader",
     "TrainState",
     "TrainStep",
     "accumulate",
+    "cli",
     "clip_grad_norm",
     "clip_grad_value",
     "compile",
     "custom_step",
     "eval_step",
+    "fit",
+    "load_checkpoint",
+    "log",
+    "log_dict",
     "mix_seed",
+    "model_summary",
     "precision",
+    "predict",
+    "restore",
+    "save_checkpoint",
     "seed_everything",
     "skip_nonfinite",
+    "test",
     "train_step",
+    "validate",
 ]

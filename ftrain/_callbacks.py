@@ -1,0 +1,232 @@
+"""Callbacks for user code, and early stopping as a pure policy.
+
+A callback is any object with some of the hook methods below (subclassing
+``Callback`` is optional). Hooks receive the state and metrics; treat them as
+read-only. A hook that returns True asks the loop to stop (it stops once
+``min_epochs``/``min_steps`` allow, as Lightning's ``should_stop``). A callback
+with ``state_dict``/``load_state_dict`` has its state saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+__all__ = ["HOOKS", "Callback", "EarlyStopping", "LearningRateMonitor", "early_stopping_update"]
+
+HOOKS = (
+    "on_fit_start",
+    "on_train_start",
+    "on_train_epoch_start",
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_train_epoch_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_train_end",
+    "on_fit_end",
+    "on_exception",
+)
+
+
+class Callback:
+    """Base class with every hook as a no-op; override what you need.
+
+    Hooks and their keyword arguments:
+        on_fit_start(state), on_train_start(state), on_train_epoch_start(state),
+        on_train_batch_start(state, batch, batch_idx),
+        on_train_batch_end(state, metrics, batch, batch_idx) (metrics are device tensors),
+        on_train_epoch_end(state, metrics), on_validation_start(state),
+        on_validation_end(state, metrics), on_train_end(state), on_fit_end(state, result),
+        on_exception(state, exception).
+    """
+
+    def on_fit_start(self, state: Any) -> Any: ...
+    def on_train_start(self, state: Any) -> Any: ...
+    def on_train_epoch_start(self, state: Any) -> Any: ...
+    def on_train_batch_start(self, state: Any, batch: Any, batch_idx: int) -> Any: ...
+    def on_train_batch_end(
+        self, state: Any, metrics: Mapping[str, Any], batch: Any, batch_idx: int
+    ) -> Any: ...
+    def on_train_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
+    def on_validation_start(self, state: Any) -> Any: ...
+    def on_validation_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
+    def on_train_end(self, state: Any) -> Any: ...
+    def on_fit_end(self, state: Any, result: Any) -> Any: ...
+    def on_exception(self, state: Any, exception: BaseException) -> Any: ...
+
+
+@attrs.frozen(slots=True)
+class EarlyStoppingState:
+    """What early stopping remembers: the best score and the epochs without improvement."""
+
+    best: float | None = None
+    wait: int = 0
+    stopped: bool = False
+
+
+def early_stopping_update(
+    state: EarlyStoppingState,
+    score: float,
+    *,
+    mode: str,
+    patience: int,
+    min_delta: float,
+    stopping_threshold: float | None = None,
+    divergence_threshold: float | None = None,
+) -> tuple[EarlyStoppingState, bool]:
+    """One pure early-stopping decision: ``(state, score) -> (state, stop)``.
+
+    An improvement is ``score < best - min_delta`` (mode "min") or
+    ``score > best + min_delta`` ("max"); after ``patience`` checks without one, stop.
+    A non-finite score stops at once (as Lightning's ``check_finite``).
+
+    Example:
+        >>> s = EarlyStoppingState()
+        >>> stops = []
+        >>> for v in [1.0, 0.9, 0.95, 0.97]:
+        ...     s, stop = early_stopping_update(s, v, mode="min", patience=2, min_delta=0.0)
+        ...     stops.append(stop)
+        >>> stops
+        [False, False, False, True]
+    """
+    if not math.isfinite(score):
+        return attrs.evolve(state, stopped=True), True
+    sign = 1.0 if mode == "min" else -1.0
+    if stopping_threshold is not None and sign * score <= sign * stopping_threshold:
+        return attrs.evolve(state, stopped=True), True
+    if divergence_threshold is not None and sign * score >= sign * divergence_threshold:
+        return attrs.evolve(state, stopped=True), True
+    delta = abs(min_delta)
+    improved = state.best is None or (
+        score + delta < state.best if mode == "min" else score - delta > state.best
+    )
+    if improved:
+        return EarlyStoppingState(best=score, wait=0), False
+    wait = state.wait + 1
+    stop = wait >= patience
+    return EarlyStoppingState(best=state.best, wait=wait, stopped=stop), stop
+
+
+class EarlyStopping(Callback):
+    """Stop when a monitored validation metric stops improving (Lightning's names).
+
+    Args:
+        monitor: the logged metric to watch.
+        min_delta: the smallest change that counts as an improvement.
+        patience: validation checks without improvement before stopping.
+        mode: "min" or "max".
+        strict: a missing monitor is an error (True) or a warning (False).
+        check_on_train_epoch_end: decide at the training epoch's end instead of after
+            validation.
+        stopping_threshold: stop once the metric is at least this good.
+        divergence_threshold: stop once the metric is this bad.
+
+    Raises:
+        ValueError: a bad mode or patience.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        min_delta: float = 0.0,
+        patience: int = 3,
+        mode: str = "min",
+        strict: bool = True,
+        check_on_train_epoch_end: bool = False,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"EarlyStopping: monitor must be a metric name, got {monitor!r}")
+        self.monitor = monitor
+        self.min_delta = float(min_delta)
+        self.patience = patience
+        self.mode = mode
+        self.strict = strict
+        self.check_on_train_epoch_end = check_on_train_epoch_end
+        self.stopping_threshold = stopping_threshold
+        self.divergence_threshold = divergence_threshold
+        self.state = EarlyStoppingState()
+
+    def _check(self, metrics: Mapping[str, float]) -> bool:
+        if self.monitor not in metrics:
+            message = (
+                f"EarlyStopping: monitored metric {self.monitor!r} was not logged; "
+                f"logged: {sorted(metrics)}"
+            )
+            if self.strict:
+                raise ValueError(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return False
+        self.state, stop = early_stopping_update(
+            self.state,
+            float(metrics[self.monitor]),
+            mode=self.mode,
+            patience=self.patience,
+            min_delta=self.min_delta,
+            stopping_threshold=self.stopping_threshold,
+            divergence_threshold=self.divergence_threshold,
+        )
+        return stop
+
+    def on_validation_end(self, state: Any, metrics: Mapping[str, float]) -> bool:
+        return False if self.check_on_train_epoch_end else self._check(metrics)
+
+    def on_train_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> bool:
+        return self._check(metrics) if self.check_on_train_epoch_end else False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.state.best, "wait": self.state.wait, "stopped": self.state.stopped}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.state = EarlyStoppingState(state["best"], int(state["wait"]), bool(state["stopped"]))
+
+    def __repr__(self) -> str:
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}, patience={self.patience})"
+        )
+
+
+class LearningRateMonitor(Callback):
+    """Log each optimizer's learning rate (``lr-<Optimizer>``, per param group if several).
+
+    Args:
+        logging_interval: "step" (at each log point), "epoch" (each epoch's end) or
+            None (follow the schedulers' intervals: "epoch" unless one steps per step).
+    """
+
+    def __init__(self, logging_interval: str | None = None) -> None:
+        if logging_interval not in (None, "step", "epoch"):
+            raise ValueError(
+                f"LearningRateMonitor: logging_interval must be None, 'step' or 'epoch', got {logging_interval!r}"
+            )
+        self.logging_interval = logging_interval
+
+    def learning_rates(self, state: Any) -> dict[str, float]:
+        """``{name: lr}`` for every optimizer and param group of ``state``."""
+        out: dict[str, float] = {}
+        optimizers: Sequence[Any] = state.optimizers
+        counts: dict[str, int] = {}
+        for opt in optimizers:
+            base = f"lr-{type(opt).__name__}"
+            counts[base] = counts.get(base, 0) + 1
+            name = base if counts[base] == 1 else f"{base}-{counts[base] - 1}"
+            groups = opt.param_groups
+            for i, group in enumerate(groups):
+                out[name if len(groups) == 1 else f"{name}/pg{i + 1}"] = float(group["lr"])
+        return out
+
+    def interval(self, state: Any) -> str:
+        """The resolved logging interval."""
+        if self.logging_interval is not None:
+            return self.logging_interval
+        return "step" if any(s.interval == "step" for s in state.schedulers) else "epoch"

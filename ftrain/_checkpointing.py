@@ -1,0 +1,213 @@
+"""What a checkpoint holds, and turning a state into one and back.
+
+A checkpoint is a plain dict of tensors, numbers and strings, loadable with
+``torch.load(path, weights_only=True)``: ``model`` is an ordinary ``state_dict``
+(a dict of them for several models), so the weights are readable without ftrain.
+Keys: ``ftrain_format``, ``versions``, ``model``, ``optimizer``, ``scheduler``,
+``scaler``, ``counters``, ``seed``, ``extras``, and what ``fit`` adds: ``loop``
+(position, elapsed time, logger versions, partial epoch metrics), ``policies``,
+``callbacks``, ``config`` and ``checkpoint_info``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._state import TrainState
+from .checkpoint._io import FORMAT_VERSION, CheckpointError, atomic_save, safe_load
+
+__all__ = ["load_checkpoint", "restore", "save_checkpoint", "state_payload", "unwrap"]
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The user's module inside DDP/FSDP or ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(module, "module", None)
+        if isinstance(inner, nn.Module) and type(module).__name__ in (
+            "DistributedDataParallel",
+            "DataParallel",
+        ):
+            module = inner
+            continue
+        orig = getattr(module, "_orig_mod", None)
+        if isinstance(orig, nn.Module):
+            module = orig
+            continue
+        return module
+
+
+def _each(value: Any, fn: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {k: fn(v) for k, v in value.items()}
+    return fn(value)
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    return {"ftrain": __version__, "torch": torch.__version__}
+
+
+def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str, Any]:
+    """The checkpoint dict of a state (model weights only when ``weights_only``)."""
+    payload: dict[str, Any] = {
+        "ftrain_format": FORMAT_VERSION,
+        "versions": _versions(),
+        "weights_only": weights_only,
+        "model": _each(state.model, lambda m: unwrap(m).state_dict()),
+        "counters": {
+            "step": state.step,
+            "micro_step": state.micro_step,
+            "epoch": state.epoch,
+            "batch_idx": state.batch_idx,
+            "epoch_length": state.epoch_length,
+        },
+        "seed": state.seed,
+    }
+    if not weights_only:
+        payload["optimizer"] = _each(state.optimizer, lambda o: o.state_dict())
+        payload["scheduler"] = _each(state.scheduler, lambda s: s.state_dict())
+        payload["scaler"] = None if state.scaler is None else state.scaler.state_dict()
+        payload["extras"] = dict(state.extras)
+    return payload
+
+
+def _load_model(module: nn.Module, weights: Mapping[str, Any], path: str, name: str) -> None:
+    target = unwrap(module)
+    own = target.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: the checkpoint's {name} does not match this model: missing keys "
+            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
+            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
+        )
+    for key, value in weights.items():
+        mine = own[key]
+        if (
+            isinstance(value, torch.Tensor)
+            and isinstance(mine, torch.Tensor)
+            and value.shape != mine.shape
+        ):
+            raise CheckpointError(
+                f"{path}: shape mismatch for {name} parameter {key!r}: checkpoint "
+                f"{tuple(value.shape)}, model {tuple(mine.shape)}"
+            )
+    target.load_state_dict(weights)
+
+
+def restore(
+    state: TrainState, checkpoint: Mapping[str, Any] | str | os.PathLike[str]
+) -> TrainState:
+    """Load a checkpoint into a state's model, optimizer, scheduler and scaler.
+
+    Tensors are copied into the state's existing parameters and buffers (they keep
+    their device); counters, seed and extras come from the checkpoint.
+
+    Args:
+        state: a state with the same architecture.
+        checkpoint: a path, or a dict from :func:`load_checkpoint`.
+
+    Returns:
+        The restored state.
+
+    Raises:
+        CheckpointError: a file that is not a checkpoint of this model (missing or
+            unexpected keys, shape mismatch), naming the file.
+        KeyError: a weights-only checkpoint where optimizer state is needed.
+    """
+    path = str(checkpoint) if not isinstance(checkpoint, Mapping) else "<checkpoint>"
+    payload = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(path)
+    weights = payload["model"]
+    if isinstance(state.model, nn.Module):
+        _load_model(state.model, weights, path, "model")
+    else:
+        if set(weights) != set(state.model):
+            raise CheckpointError(
+                f"{path}: models {sorted(weights)} in the file, {sorted(state.model)} in the state"
+            )
+        for key, module in state.model.items():
+            _load_model(module, weights[key], path, f"model {key!r}")
+    counters = payload["counters"]
+    changes: dict[str, Any] = {
+        "step": int(counters["step"]),
+        "micro_step": int(counters["micro_step"]),
+        "epoch": int(counters["epoch"]),
+        "batch_idx": int(counters["batch_idx"]),
+        "epoch_length": counters.get("epoch_length"),
+        "seed": int(payload["seed"]),
+    }
+    if payload.get("weights_only"):
+        return state.replace(**changes)
+    if state.optimizer is not None:
+        opt_states = payload.get("optimizer")
+        if opt_states is None:
+            raise KeyError(f"{path}: the checkpoint holds no optimizer state")
+        if isinstance(state.optimizer, Mapping):
+            for key, opt in state.optimizer.items():
+                opt.load_state_dict(opt_states[key])
+        else:
+            state.optimizer.load_state_dict(opt_states)
+    if state.scheduler is not None and payload.get("scheduler") is not None:
+        if isinstance(state.scheduler, Mapping):
+            for key, sched in state.scheduler.items():
+                sched.load_state_dict(payload["scheduler"][key])
+        else:
+            state.scheduler.load_state_dict(payload["scheduler"])
+    scaler = state.scaler
+    if payload.get("scaler") is not None:
+        if scaler is None:
+            device = next(iter(state.models[0].parameters())).device.type
+            scaler = torch.amp.GradScaler(device)
+        scaler.load_state_dict(payload["scaler"])
+    changes["scaler"] = scaler
+    changes["extras"] = dict(payload.get("extras") or {})
+    return state.replace(**changes)
+
+
+def save_checkpoint(
+    state: TrainState,
+    path: str | os.PathLike[str],
+    *,
+    weights_only: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a state to ``path`` atomically (temp file, fsync, rename).
+
+    Args:
+        state: the state to save.
+        path: the destination file.
+        weights_only: save the model weights and counters only.
+        extra: more plain entries to store (tensors, numbers, strings, containers).
+
+    Example:
+        >>> import tempfile, os, torch, ftrain as ft
+        >>> net = torch.nn.Linear(2, 1)
+        >>> state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1))
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.ckpt")
+        >>> ft.save_checkpoint(state, path)
+        >>> sorted(torch.load(path, weights_only=True)["model"])
+        ['bias', 'weight']
+    """
+    payload = state_payload(state, weights_only=weights_only)
+    if extra:
+        payload.update(extra)
+    atomic_save(payload, path)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``: it cannot run code).
+
+    Raises:
+        CheckpointError: missing, corrupt or truncated file, unsafe content, not an
+            ftrain checkpoint, or written by a newer format; the message names the file.
+    """
+    return safe_load(path, map_location=map_location)

@@ -1,0 +1,386 @@
+"""The fit configuration: Lightning's Trainer flags as one checked value.
+
+``FitConfig`` holds every loop flag with Lightning's name, default and meaning.
+Each field is validated when the config is built, so no run starts with a bad
+value, and the message names the flag, what was given and what is accepted.
+The CLI builds its parser from these fields (their ``help`` metadata).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._precision import PRECISIONS, parse_precision
+
+__all__ = ["FitConfig", "parse_max_time"]
+
+_TIME_RE = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
+_TIME_KEYS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
+
+
+def parse_max_time(value: Any) -> _dt.timedelta | None:
+    """Parse ``max_time``: "DD:HH:MM:SS", a dict of timedelta keywords, or a timedelta.
+
+    Raises:
+        ValueError: any other form.
+
+    Example:
+        >>> parse_max_time("00:12:00:00")
+        datetime.timedelta(seconds=43200)
+        >>> parse_max_time({"days": 1, "hours": 5})
+        datetime.timedelta(days=1, seconds=18000)
+    """
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        delta = value
+    elif isinstance(value, str):
+        match = _TIME_RE.match(value.strip())
+        if not match:
+            raise ValueError(
+                f"max_time: expected 'DD:HH:MM:SS' (e.g. '00:12:00:00'), a dict like "
+                f"{{'days': 1, 'hours': 5}} or a timedelta, got {value!r}"
+            )
+        d, h, m, s = (int(g) for g in match.groups())
+        delta = _dt.timedelta(days=d, hours=h, minutes=m, seconds=s)
+    elif isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(_TIME_KEYS))
+        if unknown:
+            raise ValueError(f"max_time: unknown keys {unknown}; accepted: {list(_TIME_KEYS)}")
+        delta = _dt.timedelta(**value)
+    else:
+        raise ValueError(
+            f"max_time: expected 'DD:HH:MM:SS', a dict or a timedelta, got {type(value).__name__}"
+        )
+    if delta.total_seconds() <= 0:
+        raise ValueError(f"max_time must be positive, got {value!r}")
+    return delta
+
+
+def _int_at_least(low: int, *, none: bool = False) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            extra = " or None" if none else ""
+            raise ValueError(f"{attribute.name} must be an int >= {low}{extra}, got {value!r}")
+
+    return check
+
+
+def _check_limit(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool):
+        raise ValueError(
+            f"{attribute.name} must be an int >= 0 or a float in [0.0, 1.0], got {value!r}"
+        )
+    if isinstance(value, int) and value >= 0:
+        return
+    if isinstance(value, float) and 0.0 <= value <= 1.0:
+        return
+    if isinstance(value, float) and value > 1.0 and value.is_integer():
+        return
+    raise ValueError(
+        f"{attribute.name} must be an int >= 0 (a number of batches) or a float in [0.0, 1.0] "
+        f"(a fraction of the data), got {value!r}"
+    )
+
+
+def _check_val_check_interval(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        raise ValueError(
+            f"val_check_interval must be a float in (0.0, 1.0] or an int >= 1, got {value!r}"
+        )
+    if isinstance(value, int) and value >= 1:
+        return
+    if isinstance(value, float) and 0.0 < value <= 1.0:
+        return
+    raise ValueError(
+        "val_check_interval must be a float in (0.0, 1.0] (a fraction of the training epoch) "
+        f"or an int >= 1 (a number of training batches), got {value!r}"
+    )
+
+
+def _check_accumulate(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    from ._step import _check_accumulate as check
+
+    check(value)
+
+
+def _check_precision(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    parse_precision(value)
+
+
+def _check_choice(*choices: Any) -> Any:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ValueError(
+                f"{attribute.name}: unknown value {value!r}; accepted: "
+                + ", ".join(repr(c) for c in choices)
+            )
+
+    return check
+
+
+def _check_devices(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    from ._devices import parse_devices
+
+    parse_devices(value)
+
+
+def _check_clip(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"gradient_clip_val must be a number or None, got {type(value).__name__} {value!r}"
+        )
+    if math.isnan(value):
+        raise ValueError("gradient_clip_val must not be NaN")
+
+
+def _check_max_time(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    parse_max_time(value)
+
+
+def _check_fast_dev_run(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and value >= 0:
+        return
+    raise ValueError(f"fast_dev_run must be a bool or an int >= 0, got {value!r}")
+
+
+def _check_max_epochs(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(
+            f"{attribute.name} must be an int >= -1 (-1 = no limit) or None, got {value!r}"
+        )
+
+
+def _check_deterministic(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in (None, True, False, "warn"):
+        raise ValueError(f"deterministic must be None, True, False or 'warn', got {value!r}")
+
+
+def _check_profiler(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in (None, "simple", "pytorch"):
+        raise ValueError(f"profiler: unknown value {value!r}; accepted: None, 'simple', 'pytorch'")
+
+
+def _flag(default: Any, help: str, validator: Any = None, cli: bool = True) -> Any:
+    return attrs.field(default=default, validator=validator, metadata={"help": help, "cli": cli})
+
+
+@attrs.frozen(slots=True)
+class FitConfig:
+    """Every loop flag of ``fit`` with Lightning's names, defaults and checks.
+
+    Build it directly, through ``fit(**flags)``, or from the command line with
+    :func:`ftrain.cli.parse_config`. Invalid values raise at construction.
+
+    Example:
+        >>> FitConfig(max_epochs=3, val_check_interval=0.25).max_epochs
+        3
+        >>> FitConfig(val_check_interval=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: val_check_interval must be a float in (0.0, 1.0] (a fraction of the training epoch) or an int >= 1 (a number of training batches), got 1.5
+    """
+
+    max_epochs: int | None = _flag(
+        None,
+        "Stop after this many epochs (default 1000 unless max_steps/max_time is set; -1: no limit).",
+        _check_max_epochs,
+    )
+    min_epochs: int | None = _flag(
+        None,
+        "Train at least this many epochs (holds off early stopping).",
+        _int_at_least(0, none=True),
+    )
+    max_steps: int = _flag(
+        -1, "Stop after this many optimizer steps (-1: no limit).", _int_at_least(-1)
+    )
+    min_steps: int | None = _flag(
+        None, "Train at least this many optimizer steps.", _int_at_least(0, none=True)
+    )
+    max_time: Any = _flag(
+        None, "Stop after this much training time: 'DD:HH:MM:SS'.", _check_max_time
+    )
+    limit_train_batches: int | float = _flag(
+        1.0, "Training batches per epoch: float = fraction, int = count.", _check_limit
+    )
+    limit_val_batches: int | float = _flag(
+        1.0, "Validation batches per run: float = fraction, int = count, 0 disables.", _check_limit
+    )
+    limit_test_batches: int | float = _flag(
+        1.0, "Test batches: float = fraction, int = count.", _check_limit
+    )
+    limit_predict_batches: int | float = _flag(
+        1.0, "Predict batches: float = fraction, int = count.", _check_limit
+    )
+    val_check_interval: int | float | None = _flag(
+        None,
+        "Validate every fraction of an epoch (float) or every N training batches (int); default 1.0.",
+        _check_val_check_interval,
+    )
+    check_val_every_n_epoch: int | None = _flag(
+        1,
+        "Validate every N epochs; None: count val_check_interval batches across epochs.",
+        _int_at_least(1, none=True),
+    )
+    num_sanity_val_steps: int = _flag(
+        2, "Validation batches run before training (-1: all).", _int_at_least(-1)
+    )
+    fast_dev_run: bool | int = _flag(
+        False,
+        "Run N (True: 1) batches of each kind, no checkpoints or loggers.",
+        _check_fast_dev_run,
+    )
+    reload_dataloaders_every_n_epochs: int = _flag(
+        0, "Call the data factories again every N epochs (0: once).", _int_at_least(0)
+    )
+    accumulate_grad_batches: Any = _flag(
+        1, "Accumulate gradients over N batches, or {epoch: N}.", _check_accumulate
+    )
+    gradient_clip_val: float | None = _flag(
+        None, "Clip gradients at this value (<= 0 or None: no clipping).", _check_clip
+    )
+    gradient_clip_algorithm: str | None = _flag(
+        None, "'norm' (default) or 'value'.", _check_choice(None, "norm", "value")
+    )
+    precision: Any = _flag("32-true", "One of " + ", ".join(PRECISIONS) + ".", _check_precision)
+    accelerator: str = _flag(
+        "auto",
+        "'cpu', 'gpu', 'cuda', 'mps' or 'auto'.",
+        _check_choice("auto", "cpu", "gpu", "cuda", "mps"),
+    )
+    devices: Any = _flag(
+        "auto", "Number of devices, a list of indices, '1,3', -1 or 'auto'.", _check_devices
+    )
+    strategy: str = _flag(
+        "auto",
+        "'auto', 'ddp', 'ddp_spawn', 'fsdp' or 'single_device'.",
+        _check_choice("auto", "ddp", "ddp_spawn", "fsdp", "single_device"),
+    )
+    num_nodes: int = _flag(1, "Number of nodes (checked against the launcher).", _int_at_least(1))
+    benchmark: bool | None = _flag(
+        None, "Set cudnn.benchmark (None: leave it).", _check_choice(None, True, False)
+    )
+    deterministic: bool | str | None = _flag(
+        None, "Use deterministic algorithms (True, False, 'warn').", _check_deterministic
+    )
+    default_root_dir: str | None = _flag(
+        None, "Where logs and checkpoints go (default: the working directory)."
+    )
+    seed: int | None = _flag(
+        None, "Run seed (default: the state's seed).", _int_at_least(0, none=True)
+    )
+    log_every_n_steps: int = _flag(
+        50, "Write step metrics every N optimizer steps.", _int_at_least(1)
+    )
+    enable_progress_bar: bool = _flag(True, "Show a progress bar.", _check_choice(True, False))
+    enable_model_summary: bool = _flag(
+        True, "Print a model summary at the start.", _check_choice(True, False)
+    )
+    enable_checkpointing: bool = _flag(
+        True, "Save checkpoints (default policy: newest epoch).", _check_choice(True, False)
+    )
+    profiler: str | None = _flag(
+        None,
+        "None, 'simple' (time per phase) or 'pytorch' (torch.profiler trace).",
+        _check_profiler,
+    )
+    process_timeout: float = _flag(
+        300.0,
+        "Seconds before a distributed collective gives up (a dead or hung rank ends the job).",
+    )
+    use_distributed_sampler: bool = _flag(
+        True, "Shard map-style data across ranks.", _check_choice(True, False)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.check_val_every_n_epoch is None and isinstance(self.val_check_interval, float):
+            raise ValueError(
+                "check_val_every_n_epoch=None needs an int val_check_interval (batches across "
+                f"epochs), got val_check_interval={self.val_check_interval!r}"
+            )
+        if self.gradient_clip_algorithm is not None and self.gradient_clip_val is None:
+            pass  # Lightning accepts an algorithm without a value: nothing is clipped.
+        if (
+            self.min_epochs is not None
+            and self.max_epochs is not None
+            and self.max_epochs >= 0
+            and self.min_epochs > self.max_epochs
+        ):
+            raise ValueError(
+                f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})"
+            )
+
+    # Resolved values -----------------------------------------------------------------
+
+    @property
+    def fast_dev_batches(self) -> int:
+        """Batches per loop under fast_dev_run (0 when off)."""
+        if self.fast_dev_run is True:
+            return 1
+        return int(self.fast_dev_run) if self.fast_dev_run else 0
+
+    def resolved_max_epochs(self) -> int:
+        """max_epochs after Lightning's defaulting: 1000 unless steps or time bound the run."""
+        if self.fast_dev_batches:
+            return 1
+        if self.max_epochs is not None:
+            return self.max_epochs
+        if self.max_steps != -1 or self.max_time is not None:
+            return -1
+        return 1000
+
+    def resolved_max_steps(self) -> int:
+        """max_steps, forced to the fast_dev_run count when that is on."""
+        return self.fast_dev_batches or self.max_steps
+
+    def resolved_min_epochs(self) -> int:
+        """min_epochs: 1 when only min_steps is set (Lightning), else 0."""
+        if self.min_epochs is not None:
+            return self.min_epochs
+        return 1 if self.min_steps is not None else 0
+
+    def max_time_seconds(self) -> float | None:
+        """max_time as seconds, or None."""
+        delta = parse_max_time(self.max_time)
+        return None if delta is None else delta.total_seconds()
+
+    def clip_algorithm(self) -> str:
+        """'norm' unless 'value' was asked."""
+        return self.gradient_clip_algorithm or "norm"
+
+    def replace(self, **changes: Any) -> FitConfig:
+        """A copy with some flags changed (validated again)."""
+        return attrs.evolve(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flags as plain values (recorded in checkpoints and hyperparameters)."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(FitConfig):
+            value = getattr(self, field.name)
+            if isinstance(value, _dt.timedelta):
+                value = value.total_seconds()
+            elif isinstance(value, Mapping):
+                value = {str(k): v for k, v in value.items()}
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def flag_names(cls) -> tuple[str, ...]:
+        """All flag names."""
+        return tuple(f.name for f in attrs.fields(cls))

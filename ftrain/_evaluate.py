@@ -1,0 +1,273 @@
+"""Evaluation folds: validation and test over a loader, and prediction.
+
+``run_eval`` folds an eval step over batches and returns the reduced metrics; it is
+shared by in-fit validation, ``validate`` and ``test``. The public ``validate``,
+``test`` and ``predict`` set up devices and data, then call it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from ._data import batch_size_of, loader_length, move_to_device, prepare_loader
+from ._metrics import MetricCollector, to_float
+from ._schedules import limit_batches
+from ._state import TrainState
+from ._step import EvalStep
+
+__all__ = ["eval_mode", "run_eval"]
+
+
+@contextlib.contextmanager
+def eval_mode(state: TrainState) -> Iterator[None]:
+    """Put every model in eval mode, restoring each submodule's own mode afterwards."""
+    modes = [(m, m.training) for model in state.models for m in model.modules()]
+    for model in state.models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _call_eval(step: Any, state: TrainState, batch: Any) -> Mapping[str, Any]:
+    if isinstance(step, EvalStep):
+        return step.run(state, batch)
+    out = step(state, batch)
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+        return out[1]
+    if isinstance(out, Mapping):
+        return out
+    raise TypeError(
+        "an eval step must return (state, {name: value}) or {name: value}, "
+        f"got {type(out).__name__}"
+    )
+
+
+def run_eval(
+    state: TrainState,
+    step: Any,
+    data: Iterable[Any],
+    *,
+    stage: str,
+    limit: int | float,
+    device: torch.device,
+    seed: int,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    max_batches: int | None = None,
+    inference: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+    reduce: Callable[[dict[str, tuple[Any, Any]]], dict[str, tuple[Any, Any]]] | None = None,
+    use_sampler: bool = True,
+) -> tuple[dict[str, Any], MetricCollector, int]:
+    """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
+
+    Epoch values map logger names to ``(value, spec)``; values stay on the device.
+    """
+    collector = MetricCollector(stage)
+    length = loader_length(data)
+    n = limit_batches(length, limit, f"limit_{'val' if stage == 'validate' else stage}_batches")
+    if max_batches is not None:
+        n = max_batches if n is None else min(n, max_batches)
+    if n == 0:
+        return {}, collector, 0
+    loader = prepare_loader(
+        data, seed=seed, epoch=epoch, rank=rank, world_size=world_size if use_sampler else 1
+    )
+    grad = torch.inference_mode() if inference else torch.no_grad()
+    count = 0
+    with eval_mode(state), grad:
+        for batch in loader:
+            if n is not None and count >= n:
+                break
+            batch = move_to_device(batch, device)
+            metrics = _call_eval(step, state, batch)
+            collector.update(metrics, lambda b=batch: batch_size_of(b))
+            count += 1
+            if on_batch is not None:
+                on_batch(count)
+    values = collector.epoch_values()
+    if reduce is not None:
+        values = reduce(values)
+    return values, collector, count
+
+
+def floats(values: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
+    """Epoch values as Python floats (one host sync per value)."""
+    return {name: to_float(v) for name, (v, _) in values.items()}
+
+
+def _setup_eval(
+    state: TrainState, flags: Mapping[str, Any], ckpt_path: Any
+) -> tuple[TrainState, torch.device, Any]:
+    from ._config import FitConfig
+    from ._devices import resolve_accelerator, resolve_devices
+
+    unknown = sorted(set(flags) - set(FitConfig.flag_names()))
+    if unknown:
+        raise TypeError(f"unknown flags {unknown}; accepted: {sorted(FitConfig.flag_names())}")
+    config = FitConfig(**flags)
+    accelerator = resolve_accelerator(config.accelerator)
+    resolve_devices(accelerator, config.devices)
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if accelerator == "cuda"
+        else torch.device(accelerator)
+    )
+    for model in state.models:
+        model.to(device)
+    if ckpt_path is not None:
+        from ._checkpointing import load_checkpoint, restore
+
+        payload = load_checkpoint(ckpt_path, map_location=device)
+        state = restore(
+            state.replace(optimizer=None, scheduler=None), {**payload, "weights_only": True}
+        ).replace(optimizer=state.optimizer, scheduler=state.scheduler)
+    return state, device, config
+
+
+def _evaluate(
+    stage: str,
+    state: TrainState,
+    step: Any,
+    data: Any,
+    ckpt_path: Any,
+    verbose: bool,
+    flags: Mapping[str, Any],
+) -> dict[str, float]:
+    from ._precision import parse_precision
+
+    state, device, config = _setup_eval(state, flags, ckpt_path)
+    if (
+        isinstance(step, EvalStep)
+        and step.precision.name == "32-true"
+        and config.precision not in ("32-true", 32, "32")
+    ):
+        step = step.with_(precision=parse_precision(config.precision))
+    limit = config.limit_val_batches if stage == "validate" else config.limit_test_batches
+    values, _, _ = run_eval(
+        state,
+        step,
+        data,
+        stage=stage,
+        limit=limit,
+        device=device,
+        seed=config.seed if config.seed is not None else state.seed,
+        max_batches=config.fast_dev_batches or None,
+        inference=True,
+    )
+    result = floats(values)
+    if verbose:
+        width = max([len(k) for k in result] + [10])
+        print(f"{stage.capitalize() + ' metric':<{width}}  value")
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value:.6g}")
+    return result
+
+
+def validate(
+    state: TrainState,
+    val_step: Any,
+    val_data: Iterable[Any],
+    *,
+    ckpt_path: str | None = None,
+    verbose: bool = False,
+    **flags: Any,
+) -> dict[str, float]:
+    """Run one validation pass and return the epoch metrics as floats.
+
+    Works before, after or without ``fit`` on the same state; the model's
+    train/eval modes are restored afterwards, and nothing is trained or saved.
+
+    Args:
+        state: the state whose model is evaluated.
+        val_step: an ``eval_step`` or ``(state, batch) -> (state, metrics)``.
+        val_data: the batches.
+        ckpt_path: evaluate the weights of this checkpoint instead (the state's model
+            receives them).
+        verbose: print the metrics.
+        **flags: ``limit_val_batches``, ``accelerator``, ``precision``, ``fast_dev_run``...
+
+    Returns:
+        ``{name: value}`` of the epoch-level metrics (Lightning returns a list of
+        such dicts, one per dataloader).
+    """
+    return _evaluate("validate", state, val_step, val_data, ckpt_path, verbose, flags)
+
+
+def test(
+    state: TrainState,
+    test_step: Any,
+    test_data: Iterable[Any],
+    *,
+    ckpt_path: str | None = None,
+    verbose: bool = False,
+    **flags: Any,
+) -> dict[str, float]:
+    """Run one test pass and return the epoch metrics as floats (see :func:`validate`)."""
+    return _evaluate("test", state, test_step, test_data, ckpt_path, verbose, flags)
+
+
+test.__test__ = False  # type: ignore[attr-defined]
+
+
+def predict(
+    state: TrainState,
+    predict_fn: Any,
+    data: Iterable[Any],
+    *,
+    ckpt_path: str | None = None,
+    output_path: str | None = None,
+    return_predictions: bool = True,
+    **flags: Any,
+) -> list[Any] | None:
+    """Run ``predict_fn(model, batch)`` over the data without gradients.
+
+    Args:
+        state: the state whose model predicts.
+        predict_fn: ``(model, batch) -> output``.
+        data: the batches.
+        ckpt_path: predict with this checkpoint's weights.
+        output_path: also save the list of outputs there with ``torch.save``
+            (tensors moved to CPU), atomically.
+        return_predictions: return the outputs (False saves memory).
+        **flags: ``limit_predict_batches``, ``accelerator``, ``precision``...
+
+    Returns:
+        One output per batch, or None when ``return_predictions`` is False.
+    """
+    from ._precision import parse_precision
+
+    state, device, config = _setup_eval(state, flags, ckpt_path)
+    precision = parse_precision(config.precision)
+    n = limit_batches(loader_length(data), config.limit_predict_batches, "limit_predict_batches")
+    if config.fast_dev_batches:
+        n = config.fast_dev_batches if n is None else min(n, config.fast_dev_batches)
+    outputs: list[Any] = []
+    keep = return_predictions or output_path is not None
+    device_type = device.type
+    with eval_mode(state), torch.inference_mode():
+        for i, batch in enumerate(prepare_loader(data, seed=state.seed, epoch=0)):
+            if n is not None and i >= n:
+                break
+            batch = move_to_device(batch, device)
+            if precision.param_dtype is not None:
+                from ._precision import cast_floats
+
+                batch = cast_floats(batch, precision.param_dtype)
+            with precision.autocast(device_type):
+                out = predict_fn(state.model, batch)
+            if keep:
+                outputs.append(out)
+    if output_path is not None:
+        from .checkpoint._io import atomic_write_obj
+
+        atomic_write_obj(move_to_device(outputs, torch.device("cpu")), output_path)
+    return outputs if return_predictions else None

@@ -1,0 +1,968 @@
+"""``fit``: the training fold with Lightning's Trainer controls, and its thin driver.
+
+The fold is ``state, metrics = step(state, batch)`` over the epochs' batches. The
+questions "validate now?", "stop now?", "log now?" are answered by the pure
+functions of ``_schedules``; everything impure (devices, data order, loggers,
+progress bar, checkpoint files, signals, the clock) is held by ``_Run`` and done at
+log, validation and checkpoint points only. Between those points a step costs the
+step itself plus integer bookkeeping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from ._callbacks import LearningRateMonitor
+from ._config import FitConfig
+from ._data import batch_size_of, loader_length, move_to_device, prepare_loader
+from ._devices import resolve_accelerator, resolve_devices
+from ._distributed import DistEnv, setup_distributed
+from ._evaluate import floats, run_eval
+from ._metrics import MetricCollector, to_float
+from ._profiler import make_profiler
+from ._schedules import (
+    can_stop_early,
+    is_max_reached,
+    limit_batches,
+    should_validate,
+    val_check_batch,
+)
+from ._seed import set_deterministic
+from ._signals import StopSignals
+from ._state import TrainState
+from ._step import EvalStep, TrainStep, _check_accumulate
+from ._summary import model_summary
+
+__all__ = ["FitResult", "fit"]
+
+
+@attrs.frozen(slots=True)
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+        state: the final state.
+        metrics: the last value of every logged metric as Python floats (Lightning's
+            ``callback_metrics``), read by checkpoint policies and early stopping.
+        best_checkpoint: path of the best checkpoint (the newest when nothing is
+            monitored), or None without checkpointing.
+        last_checkpoint: path of the newest checkpoint written, or None.
+        interrupted: True when SIGINT/SIGTERM or a time limit... only signals set it:
+            the run was stopped by SIGINT or SIGTERM and ended cleanly.
+        log_dir: the first logger's version directory, if any.
+        profile: per-phase timings when ``profiler="simple"``.
+    """
+
+    state: TrainState
+    metrics: dict[str, float]
+    best_checkpoint: str | None = None
+    last_checkpoint: str | None = None
+    interrupted: bool = False
+    log_dir: str | None = None
+    profile: dict[str, dict[str, float]] | None = None
+
+
+def _is_factory(data: Any) -> bool:
+    return callable(data) and not hasattr(data, "__iter__")
+
+
+def _build_step(step: Any, config: FitConfig) -> Any:
+    """Apply the accumulate/clip/precision flags to a TrainStep (never twice)."""
+    from ._precision import parse_precision
+    from ._step import Clip, _number
+
+    acc = config.accumulate_grad_batches
+    clip_val = config.gradient_clip_val
+    wants_clip = clip_val is not None and clip_val > 0
+    precision = parse_precision(config.precision)
+    if not isinstance(step, TrainStep):
+        if acc != 1 or wants_clip or precision.name != "32-true":
+            raise TypeError(
+                "fit: accumulate_grad_batches, gradient_clip_val and precision apply to steps "
+                "built by ftrain.train_step; a custom step does these itself"
+            )
+        return step
+    changes: dict[str, Any] = {}
+    if acc != 1:
+        if step.accumulate is not None:
+            raise ValueError(
+                "fit: accumulate_grad_batches was given and the step already accumulates; use one"
+            )
+        changes["accumulate"] = _check_accumulate(acc)
+    if wants_clip:
+        if step.clip is not None:
+            raise ValueError("fit: gradient_clip_val was given and the step already clips; use one")
+        changes["clip"] = Clip(config.clip_algorithm(), _number("gradient_clip_val", clip_val))
+    if precision.name != "32-true":
+        if step.precision.name != "32-true" and step.precision != precision:
+            raise ValueError(
+                f"fit: precision={config.precision!r} was given and the step already runs at "
+                f"{step.precision.name!r}; use one"
+            )
+        changes["precision"] = precision
+    return step.with_(**changes) if changes else step
+
+
+def _eval_with_precision(step: Any, config: FitConfig) -> Any:
+    from ._precision import parse_precision
+
+    precision = parse_precision(config.precision)
+    if (
+        isinstance(step, EvalStep)
+        and step.precision.name == "32-true"
+        and precision.name != "32-true"
+    ):
+        return step.with_(precision=precision)
+    return step
+
+
+def _move_state(state: TrainState, device: torch.device) -> None:
+    for model in state.models:
+        model.to(device)
+    for opt in state.optimizers:
+        for per_param in opt.state.values():
+            for key, value in per_param.items():
+                if isinstance(value, torch.Tensor) and key != "step" and value.device != device:
+                    per_param[key] = value.to(device)
+
+
+class _LazyFloats(Mapping[str, float]):
+    """Metric values converted to floats only when read (each read syncs once)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+        self._cache: dict[str, float] = {}
+
+    def __getitem__(self, key: str) -> float:
+        if key not in self._cache:
+            value = self._values[key]
+            # Counters stay ints so that templates like {epoch:02d} format them as such.
+            self._cache[key] = (
+                value if isinstance(value, int) and not isinstance(value, bool) else to_float(value)
+            )
+        return self._cache[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class _Run:
+    """The impure half of ``fit``: devices, loggers, bar, checkpoints, callbacks, clock."""
+
+    def __init__(
+        self,
+        config: FitConfig,
+        dist: DistEnv,
+        device: torch.device,
+        loggers: list[Any],
+        callbacks: Sequence[Any],
+        policies: list[Any],
+        clock: Callable[[], float],
+        root: str,
+    ) -> None:
+        self.config = config
+        self.dist = dist
+        self.device = device
+        self.loggers = loggers
+        self.callbacks = list(callbacks)
+        self.policies = policies
+        self.policy_states: list[Any] = [p.init() for p in policies]
+        self.policy_dirs: list[str] = []
+        self.clock = clock
+        self.root = root
+        self.elapsed_before = 0.0
+        self.started = clock()
+        self.train = MetricCollector("train")
+        self.val_values: dict[str, Any] = {}
+        self.train_epoch_values: dict[str, Any] = {}
+        self.last_saved: str | None = None
+        self.stop_requested = False
+        self.logged_hparams = False
+        self.lr_monitors = [c for c in self.callbacks if isinstance(c, LearningRateMonitor)]
+        self.warned_few_batches = False
+
+    # clock --------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + self.clock() - self.started
+
+    # callbacks ----------------------------------------------------------------------
+
+    def call(self, hook: str, **kwargs: Any) -> bool:
+        stop = False
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None and fn(**kwargs) is True:
+                stop = True
+        return stop
+
+    # metrics ------------------------------------------------------------------------
+
+    def callback_metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, spec in self.train.specs.items():
+            if name in self.train.latest and not spec.metric_object:
+                value = self.train.latest[name]
+                out[name] = value
+                if spec.on_epoch and spec.on_step:
+                    out[f"{name}_step"] = value
+        for name, (value, spec) in self.train_epoch_values.items():
+            out[name] = value
+            if name.endswith("_epoch") and spec.on_step:
+                out[name[: -len("_epoch")]] = value
+        for name, (value, _) in self.val_values.items():
+            out[name] = value
+        return out
+
+    def log(self, values: Mapping[str, Any], step: int) -> None:
+        if not self.loggers or not values or not self.dist.is_main:
+            return
+        numbers = {k: to_float(v) for k, v in values.items()}
+        self.train.warn_nonfinite(numbers)
+        for lg in self.loggers:
+            lg.log_metrics(numbers, step)
+
+    def log_hparams(self, hparams: Mapping[str, Any]) -> None:
+        if self.dist.is_main:
+            for lg in self.loggers:
+                lg.log_hyperparams(hparams)
+
+    # checkpoints --------------------------------------------------------------------
+
+    def checkpoint_event(
+        self, stage: str, state: TrainState, extra: Callable[[], dict[str, Any]]
+    ) -> None:
+        if not self.policies:
+            return
+        from .checkpoint import Event
+
+        event = Event(
+            stage=stage,
+            step=state.step,
+            epoch=state.epoch,
+            batch_idx=state.batch_idx,
+            elapsed=self.elapsed(),
+            metrics=_LazyFloats(
+                {**self.callback_metrics(), "epoch": state.epoch, "step": state.step}
+            ),
+        )
+        for i, policy in enumerate(self.policies):
+            pstate, actions = policy.update(self.policy_states[i], event)
+            self.policy_states[i] = pstate
+            self.apply_actions(i, actions, state, extra)
+
+    def apply_actions(
+        self, i: int, actions: Sequence[Any], state: TrainState, extra: Callable[[], dict[str, Any]]
+    ) -> None:
+        from ._checkpointing import state_payload
+        from .checkpoint import Delete, Save
+        from .checkpoint._io import atomic_save
+
+        dirpath = self.policy_dirs[i]
+        saves = [a for a in actions if isinstance(a, Save)]
+        deletes = [a for a in actions if isinstance(a, Delete)]
+        for action in saves:
+            path = os.path.join(dirpath, action.name)
+            if self.dist.is_main:
+                payload = state_payload(state, weights_only=self.policies[i].save_weights_only)
+                payload.update(extra())
+                payload["checkpoint_info"] = action.info.to_dict()
+                atomic_save(payload, path)
+            self.last_saved = path
+        self.dist.barrier()
+        if self.dist.is_main:
+            for action in deletes:
+                path = os.path.join(dirpath, action.name)
+                if os.path.exists(path) and path != self.resumed_from:
+                    os.remove(path)
+
+    resumed_from: str | None = None
+
+    def best_and_last(self) -> tuple[str | None, str | None]:
+        best = last = None
+        for i, policy in enumerate(self.policies):
+            b = policy.best(self.policy_states[i])
+            if b is not None and best is None:
+                best = os.path.join(self.policy_dirs[i], b)
+        return best, self.last_saved or last
+
+
+def _resolve_policies(checkpoint: Any, config: FitConfig, enabled: bool) -> list[Any]:
+    if not enabled:
+        if checkpoint not in (None, False) and not config.fast_dev_run:
+            raise ValueError(
+                "fit: enable_checkpointing=False but a checkpoint policy was given; use one"
+            )
+        return []
+    from .checkpoint import default_policy
+
+    if checkpoint is None:
+        return [default_policy()]
+    if checkpoint is False:
+        return []
+    if isinstance(checkpoint, (list, tuple)):
+        return list(checkpoint)
+    return [checkpoint]
+
+
+def _checkpoint_dirs(policies: list[Any], root: str, loggers: list[Any]) -> list[str]:
+    dirs = []
+    for policy in policies:
+        if policy.dirpath is not None:
+            dirs.append(os.fspath(policy.dirpath))
+        elif loggers and loggers[0].log_dir is not None:
+            dirs.append(os.path.join(loggers[0].log_dir, "checkpoints"))
+        else:
+            dirs.append(os.path.join(root, "checkpoints"))
+    for d in dirs:
+        if os.path.exists(d) and not os.path.isdir(d):
+            raise ValueError(f"checkpoint dirpath {d!r} exists and is a file, not a directory")
+    return dirs
+
+
+def _find_ckpt(ckpt_path: str, dirs: list[str], run: _Run) -> str | None:
+    if ckpt_path == "last":
+        candidates = []
+        for d in dirs:
+            if os.path.isdir(d):
+                for name in os.listdir(d):
+                    if name.endswith(".ckpt") and not name.startswith("."):
+                        candidates.append(os.path.join(d, name))
+        if not candidates:
+            warnings.warn(
+                "fit(ckpt_path='last'): no checkpoint found; starting from scratch",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        from .checkpoint._io import safe_load
+
+        def newest_key(path: str) -> tuple[int, int, float]:
+            try:
+                info = safe_load(path).get("checkpoint_info") or {}
+            except Exception:
+                return (-1, -1, -1.0)
+            return (
+                int(info.get("step", -1)),
+                int(info.get("micro_step", info.get("batch_idx", -1))),
+                os.path.getmtime(path),
+            )
+
+        return max(candidates, key=newest_key)
+    if ckpt_path == "best":
+        from .checkpoint._io import list_checkpoints
+
+        best = None
+        for i, policy in enumerate(run.policies):
+            infos = list_checkpoints(run.policy_dirs[i])
+            pstate = policy.recover(None, infos)
+            name = policy.best(pstate)
+            if name is not None:
+                best = os.path.join(run.policy_dirs[i], name)
+                break
+        if best is None:
+            raise ValueError(
+                "fit(ckpt_path='best'): there is no best checkpoint in " + ", ".join(dirs)
+            )
+        return best
+    if not os.path.exists(ckpt_path):
+        raise FileNotFoundError(f"fit: ckpt_path {ckpt_path!r} does not exist")
+    return ckpt_path
+
+
+def fit(
+    state: TrainState,
+    train_step: Any,
+    train_data: Iterable[Any] | Callable[[int], Iterable[Any]],
+    *,
+    val_step: Any = None,
+    val_data: Iterable[Any] | Callable[[int], Iterable[Any]] | None = None,
+    ckpt_path: str | os.PathLike[str] | None = None,
+    checkpoint: Any = None,
+    logger: Any = True,
+    callbacks: Sequence[Any] = (),
+    hparams: Mapping[str, Any] | None = None,
+    config: FitConfig | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    **flags: Any,
+) -> FitResult:
+    """Train: fold ``train_step`` over ``train_data`` with Lightning's Trainer controls.
+
+    Args:
+        state: the initial state (consumed: use the returned one).
+        train_step: ``(state, batch) -> (state, metrics)``, e.g. from ``train_step``.
+        train_data: an iterable of batches (a DataLoader, a ``TensorLoader``, any
+            iterable), or a factory ``epoch -> iterable`` (re-called every
+            ``reload_dataloaders_every_n_epochs`` epochs).
+        val_step: ``eval_step(fn)`` or ``(state, batch) -> (state, metrics)``.
+        val_data: validation batches, or a factory.
+        ckpt_path: resume from a path, "last" or "best".
+        checkpoint: a checkpoint policy (``ft.checkpoint.ModelCheckpoint``, ``top_k``,
+            ...), a list of them, or None for the default (newest epoch kept).
+        logger: True (TensorBoard), False, a logger, or a list of loggers.
+        callbacks: objects with hook methods (``ft.Callback``), e.g. ``EarlyStopping``.
+        hparams: hyperparameters recorded by the loggers.
+        config: a ``FitConfig``; ``**flags`` override its fields.
+        clock: seconds, for ``max_time`` (injectable in tests).
+        **flags: any ``FitConfig`` field: ``max_epochs``, ``max_steps``, ``max_time``,
+            ``val_check_interval``, ``accumulate_grad_batches``, ``precision``, ...
+
+    Returns:
+        A ``FitResult``.
+
+    Raises:
+        ValueError, TypeError: a bad flag or combination, before anything runs.
+    """
+    unknown = sorted(set(flags) - set(FitConfig.flag_names()))
+    if unknown:
+        raise TypeError(f"fit: unknown flags {unknown}; accepted: {sorted(FitConfig.flag_names())}")
+    config = (config or FitConfig()).replace(**flags) if flags else (config or FitConfig())
+    if not isinstance(state, TrainState):
+        raise TypeError(f"fit: state must be a TrainState, got {type(state).__name__}")
+    if not callable(train_step):
+        raise TypeError(f"fit: train_step must be callable, got {type(train_step).__name__}")
+    if val_step is None and val_data is not None:
+        raise ValueError("fit: val_data was given without val_step")
+
+    dist = setup_distributed(config)
+    if dist.launched_here:
+        return dist.launch(
+            fit,
+            state,
+            train_step,
+            train_data,
+            val_step=val_step,
+            val_data=val_data,
+            ckpt_path=ckpt_path,
+            checkpoint=checkpoint,
+            logger=logger,
+            callbacks=callbacks,
+            hparams=hparams,
+            config=config,
+            clock=clock,
+        )
+    try:
+        return _fit(
+            state,
+            train_step,
+            train_data,
+            val_step,
+            val_data,
+            ckpt_path,
+            checkpoint,
+            logger,
+            callbacks,
+            hparams,
+            config,
+            clock,
+            dist,
+        )
+    finally:
+        dist.teardown()
+
+
+def _fit(
+    state: TrainState,
+    train_step: Any,
+    train_data: Any,
+    val_step: Any,
+    val_data: Any,
+    ckpt_path: Any,
+    checkpoint: Any,
+    logger: Any,
+    callbacks: Sequence[Any],
+    hparams: Mapping[str, Any] | None,
+    config: FitConfig,
+    clock: Callable[[], float],
+    dist: DistEnv,
+) -> FitResult:
+    step_fn = _build_step(train_step, config)
+    val_fn = _eval_with_precision(val_step, config) if val_step is not None else None
+    set_deterministic(config.deterministic, config.benchmark)
+    accelerator = resolve_accelerator(config.accelerator)
+    resolve_devices(accelerator, config.devices)
+    device = dist.device(accelerator)
+    root = os.fspath(config.default_root_dir or os.getcwd())
+    fast = config.fast_dev_batches
+    seed = config.seed if config.seed is not None else state.seed
+    state = state.replace(seed=seed, rank=dist.rank)
+
+    from .loggers import as_loggers
+
+    loggers = [] if fast else as_loggers(logger, root)
+    policies = _resolve_policies(checkpoint, config, config.enable_checkpointing and not fast)
+    validating = val_fn is not None and val_data is not None and config.limit_val_batches != 0
+    # Lightning's rule for epoch-triggered saves: at the training epoch's end unless
+    # validation runs on another rhythm than once per epoch.
+    if not validating:
+        on_epoch_end = True
+    elif config.check_val_every_n_epoch != 1:
+        on_epoch_end = False
+    else:
+        on_epoch_end = config.val_check_interval in (None, 1.0)
+    policies = [p.resolve(save_on_train_epoch_end=on_epoch_end) for p in policies]
+    run = _Run(config, dist, device, loggers, callbacks, policies, clock, root)
+
+    from ._progress import ProgressBar
+
+    bar = ProgressBar.auto(config.enable_progress_bar and dist.is_main)
+    profiler = make_profiler(
+        config.profiler, loggers[0].log_dir if loggers and loggers[0].log_dir else root
+    )
+
+    # Device, wrapping and resume -----------------------------------------------------
+    _move_state(state, device)
+    resumed = False
+    extra_loop: Mapping[str, Any] = {}
+    run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
+    if ckpt_path is not None:
+        path = _find_ckpt(
+            os.fspath(ckpt_path), run.policy_dirs or [os.path.join(root, "checkpoints")], run
+        )
+        if path is not None:
+            state, extra_loop = _resume(state, path, run, device)
+            resumed = True
+    state = dist.wrap(state, step_fn)
+
+    if dist.is_main and config.enable_model_summary and not fast:
+        bar.print(model_summary(state.model))
+
+    max_epochs = config.resolved_max_epochs()
+    max_steps = config.resolved_max_steps()
+    min_epochs = config.resolved_min_epochs()
+    max_seconds = config.max_time_seconds()
+
+    if hparams and dist.is_main:
+        run.log_hparams({**hparams})
+    run.call("on_fit_start", state=state)
+
+    interrupted = False
+    total_batch_idx = int(extra_loop.get("total_batch_idx", 0))
+    last_reload = -1
+    train_loader_src: Any = None
+    val_loader_src: Any = None
+
+    def current_val_data(epoch: int) -> Any:
+        nonlocal val_loader_src
+        if _is_factory(val_data):
+            if val_loader_src is None or (
+                config.reload_dataloaders_every_n_epochs
+                and epoch - last_reload >= config.reload_dataloaders_every_n_epochs
+            ):
+                val_loader_src = val_data(epoch)
+            return val_loader_src
+        return val_data
+
+    def loop_extra(st: TrainState, epoch_done: bool) -> Callable[[], dict[str, Any]]:
+        def build() -> dict[str, Any]:
+            return {
+                "loop": {
+                    "total_batch_idx": total_batch_idx,
+                    "elapsed": run.elapsed(),
+                    "epoch_done": epoch_done,
+                    "logger_versions": [str(lg.version) for lg in loggers],
+                    "train_acc": {k: v for k, v in run.train.acc.items()},
+                    "train_seen": sorted(run.train.seen),
+                },
+                "policies": list(run.policy_states),
+                "callbacks": {
+                    f"{type(cb).__name__}{i}": cb.state_dict()
+                    for i, cb in enumerate(run.callbacks)
+                    if hasattr(cb, "state_dict")
+                },
+                "config": config.to_dict(),
+            }
+
+        return build
+
+    def validate(st: TrainState, log_step: int, epoch: int) -> None:
+        run.call("on_validation_start", state=st)
+        profiler.start("validation")
+        data = current_val_data(epoch)
+        total = limit_batches(loader_length(data), config.limit_val_batches, "limit_val_batches")
+        if fast:
+            total = fast if total is None else min(total, fast)
+        bar.eval_start("Validation", total)
+        values, _, _ = run_eval(
+            st,
+            val_fn,
+            data,
+            stage="validate",
+            limit=config.limit_val_batches,
+            device=device,
+            seed=seed,
+            epoch=epoch,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            max_batches=fast or None,
+            on_batch=bar.eval_batch_end,
+            reduce=dist.reduce_epoch_values,
+            use_sampler=config.use_distributed_sampler,
+        )
+        profiler.stop("validation")
+        run.val_values = values
+        numbers = floats(values) if values else {}
+        bar.eval_end(numbers)
+        logged = {k: v for k, (v, spec) in values.items() if spec.logger}
+        if logged:
+            run.log({**logged, "epoch": epoch}, log_step)
+        if run.call("on_validation_end", state=st, metrics=_LazyFloats(run.callback_metrics())):
+            run.stop_requested = True
+        for sched in st.schedulers:
+            if (
+                isinstance(sched.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+                and sched.interval == "epoch"
+            ):
+                pass  # plateau schedulers are stepped at the epoch's end with the monitor
+        profiler.start("checkpoint")
+        run.checkpoint_event("validation_end", st, loop_extra(st, False))
+        profiler.stop("checkpoint")
+
+    # Sanity check --------------------------------------------------------------------
+    sanity = config.num_sanity_val_steps
+    if validating and sanity != 0 and not resumed and not fast:
+        data = current_val_data(state.epoch)
+        bar.eval_start("Sanity check", None if sanity < 0 else sanity)
+        run_eval(
+            state,
+            val_fn,
+            data,
+            stage="validate",
+            limit=config.limit_val_batches,
+            device=device,
+            seed=seed,
+            rank=dist.rank,
+            world_size=dist.world_size,
+            max_batches=None if sanity < 0 else sanity,
+            on_batch=bar.eval_batch_end,
+            use_sampler=config.use_distributed_sampler,
+        )
+        bar.eval_end(None)
+
+    run.call("on_train_start", state=state)
+    log_every = config.log_every_n_steps
+    epoch = state.epoch
+    start_batch = state.batch_idx
+    if extra_loop.get("epoch_done"):
+        epoch, start_batch = epoch + 1, 0
+
+    with StopSignals() as signals:
+        try:
+            while True:
+                if is_max_reached(epoch, max_epochs) or is_max_reached(state.step, max_steps):
+                    break
+                if run.stop_requested and can_stop_early(
+                    epochs_done=epoch,
+                    step=state.step,
+                    min_epochs=min_epochs,
+                    min_steps=config.min_steps,
+                ):
+                    break
+                if max_seconds is not None and run.elapsed() >= max_seconds:
+                    break
+                # Data for this epoch.
+                if _is_factory(train_data):
+                    n_reload = config.reload_dataloaders_every_n_epochs
+                    if train_loader_src is None or (n_reload and epoch - last_reload >= n_reload):
+                        train_loader_src = train_data(epoch)
+                        last_reload = epoch
+                    source = train_loader_src
+                else:
+                    source = train_data
+                length = loader_length(source)
+                epoch_batches = limit_batches(length, config.limit_train_batches)
+                if fast:
+                    epoch_batches = fast if epoch_batches is None else min(epoch_batches, fast)
+                if epoch_batches == 0:
+                    break
+                if validating:
+                    check_batch = val_check_batch(
+                        epoch_batches, config.val_check_interval, config.check_val_every_n_epoch
+                    )
+                    if fast:
+                        check_batch = None
+                else:
+                    check_batch = None
+                if (
+                    not run.warned_few_batches
+                    and epoch_batches is not None
+                    and loggers
+                    and epoch_batches < log_every
+                    and max_steps == -1
+                ):
+                    run.warned_few_batches = True
+                    warnings.warn(
+                        f"log_every_n_steps={log_every} is more than the {epoch_batches} training "
+                        "batches of an epoch: step metrics are logged rarely; set a lower value",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                loader = prepare_loader(
+                    source,
+                    seed=seed,
+                    epoch=epoch,
+                    skip_batches=start_batch,
+                    rank=dist.rank,
+                    world_size=dist.world_size if config.use_distributed_sampler else 1,
+                )
+                state = state.replace(
+                    epoch=epoch, batch_idx=start_batch, epoch_length=epoch_batches
+                )
+                for model in state.models:
+                    model.train()
+                if run.call("on_train_epoch_start", state=state):
+                    run.stop_requested = True
+                bar.train_epoch_start(epoch, epoch_batches)
+                if start_batch:
+                    bar.skip(start_batch) if hasattr(bar, "skip") else None
+                batch_idx = start_batch
+                start_batch = 0
+                iterator = iter(loader)
+                lookahead = epoch_batches is None
+                pending: Any = _NOTHING
+                if lookahead:
+                    pending = next(iterator, _NOTHING)
+                epoch_stop = False
+                while True:
+                    if epoch_batches is not None and batch_idx >= epoch_batches:
+                        break
+                    profiler.start("data")
+                    if lookahead:
+                        batch = pending
+                        if batch is _NOTHING:
+                            profiler.stop("data")
+                            break
+                        pending = next(iterator, _NOTHING)
+                        is_last = pending is _NOTHING
+                        if is_last:
+                            state = state.replace(epoch_length=batch_idx + 1)
+                    else:
+                        batch = next(iterator, _NOTHING)
+                        if batch is _NOTHING:
+                            profiler.stop("data")
+                            break
+                        is_last = batch_idx + 1 == epoch_batches
+                    batch = move_to_device(batch, device)
+                    profiler.stop("data")
+                    if run.callbacks and run.call(
+                        "on_train_batch_start", state=state, batch=batch, batch_idx=batch_idx
+                    ):
+                        run.stop_requested = True
+                    before = state.step
+                    profiler.start("step")
+                    state, metrics = step_fn(state, batch)
+                    profiler.stop("step")
+                    profiler.step()
+                    if state.micro_step == 0 or state.batch_idx != batch_idx + 1:
+                        raise TypeError(
+                            "fit: the train step did not advance state.micro_step/batch_idx; wrap a "
+                            "hand-written step with ftrain.custom_step"
+                        )
+                    stepped = state.step != before
+                    run.train.update(metrics, lambda b=batch: batch_size_of(b))
+                    if run.callbacks and run.call(
+                        "on_train_batch_end",
+                        state=state,
+                        metrics=metrics,
+                        batch=batch,
+                        batch_idx=batch_idx,
+                    ):
+                        run.stop_requested = True
+                    # A stop request (signal, time, callback) ends the run after this batch.
+                    if signals.requested is not None:
+                        interrupted = True
+                    timed_out = max_seconds is not None and run.elapsed() >= max_seconds
+                    request = run.stop_requested or timed_out
+                    request = dist.agree(request, state.step) if dist.world_size > 1 else request
+                    stopping = interrupted or (
+                        request
+                        and can_stop_early(
+                            epochs_done=epoch,
+                            step=state.step,
+                            min_epochs=min_epochs,
+                            min_steps=config.min_steps,
+                        )
+                    )
+                    if timed_out:
+                        run.stop_requested = True
+                    log_step = state.step - 1 if stepped else state.step
+                    if stepped and (state.step % log_every == 0 or fast or stopping):
+                        profiler.start("logging")
+                        values = run.train.step_values(for_logger=True)
+                        if run.lr_monitors and run.lr_monitors[0].interval(state) == "step":
+                            values.update(run.lr_monitors[0].learning_rates(state))
+                        if values:
+                            values = dist.reduce_step_values(values, run.train)
+                            run.log({**values, "epoch": epoch}, log_step)
+                        profiler.stop("logging")
+                    bar.train_batch_end(batch_idx, lambda: floats_now(run.train.prog_bar_values()))
+                    total_batch_idx += 1
+                    if (
+                        validating
+                        and not interrupted
+                        and should_validate(
+                            epoch=epoch,
+                            batch_idx=batch_idx,
+                            total_batch_idx=total_batch_idx - 1,
+                            is_last_batch=is_last,
+                            check_batch=check_batch,
+                            check_val_every_n_epoch=config.check_val_every_n_epoch,
+                            stopping=stopping,
+                        )
+                    ):
+                        validate(state, log_step, epoch)
+                        for model in state.models:
+                            model.train()
+                    if stepped:
+                        profiler.start("checkpoint")
+                        run.checkpoint_event("train_step", state, loop_extra(state, is_last))
+                        profiler.stop("checkpoint")
+                    batch_idx += 1
+                    if stopping or is_max_reached(state.step, max_steps):
+                        epoch_stop = True
+                        break
+                # End of the epoch (also when stopped mid-epoch, as Lightning).
+                complete = not epoch_stop or (
+                    epoch_batches is not None and batch_idx >= epoch_batches
+                )
+                if interrupted:
+                    break
+                epoch_values = run.train.epoch_values()
+                run.train_epoch_values = epoch_values
+                end_log_step = max(state.step - 1, 0)
+                logged = {k: v for k, (v, spec) in epoch_values.items() if spec.logger}
+                if run.lr_monitors and run.lr_monitors[0].interval(state) == "epoch":
+                    logged.update(run.lr_monitors[0].learning_rates(state))
+                if logged:
+                    logged = dist.reduce_epoch_logged(logged, epoch_values)
+                    run.log({**logged, "epoch": epoch}, end_log_step)
+                cb_numbers = _LazyFloats(run.callback_metrics())
+                if run.call("on_train_epoch_end", state=state, metrics=cb_numbers):
+                    run.stop_requested = True
+                _step_epoch_schedulers(state, cb_numbers, epoch)
+                bar.train_epoch_end(floats_now(run.train.prog_bar_values()))
+                state = state.replace(batch_idx=batch_idx)
+                profiler.start("checkpoint")
+                run.checkpoint_event("train_epoch_end", state, loop_extra(state, True))
+                profiler.stop("checkpoint")
+                if complete:
+                    epoch += 1
+                    state = state.replace(epoch=epoch, batch_idx=0)
+                if epoch_stop:
+                    break
+        except BaseException as exc:
+            run.call("on_exception", state=state, exception=exc)
+            for lg in loggers:
+                lg.finalize("failed")
+            bar.close()
+            profiler.close()
+            raise
+        finally:
+            pass
+
+    if interrupted:
+        bar.print(f"Detected {signals.requested}: stopping after the current step and saving")
+        run.checkpoint_event("interrupt", state, loop_extra(state, False))
+    else:
+        run.call("on_train_end", state=state)
+        run.checkpoint_event("fit_end", state, loop_extra(state, state.batch_idx == 0))
+    bar.close()
+    profiler.close()
+    for lg in loggers:
+        lg.finalize("interrupted" if interrupted else "success")
+    best, last = run.best_and_last()
+    numbers = {k: v for k, v in _LazyFloats(run.callback_metrics()).items()}
+    result = FitResult(
+        state=dist.unwrap(state),
+        metrics=dict(numbers),
+        best_checkpoint=best,
+        last_checkpoint=last,
+        interrupted=interrupted,
+        log_dir=loggers[0].log_dir if loggers else None,
+        profile=profiler.summary() if profiler.enabled else None,
+    )
+    if profiler.enabled and dist.is_main:
+        bar.print(profiler.report())
+    run.call("on_fit_end", state=result.state, result=result)
+    return result
+
+
+_NOTHING = object()
+
+
+def floats_now(values: Mapping[str, Any]) -> dict[str, float]:
+    return {k: to_float(v) for k, v in values.items()}
+
+
+def _step_epoch_schedulers(state: TrainState, metrics: Mapping[str, float], epoch: int) -> None:
+    for sched in state.schedulers:
+        if sched.interval != "epoch" or (epoch + 1) % sched.frequency != 0:
+            continue
+        if isinstance(sched.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            monitor = sched.monitor
+            if monitor not in metrics:
+                message = f"ReduceLROnPlateau monitors {monitor!r}, which was not logged; logged: {sorted(metrics)}"
+                if sched.strict:
+                    raise ValueError(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+                continue
+            sched.scheduler.step(metrics[monitor])
+        else:
+            sched.scheduler.step()
+
+
+def _resume(
+    state: TrainState, path: str, run: _Run, device: torch.device
+) -> tuple[TrainState, Mapping[str, Any]]:
+    from ._checkpointing import load_checkpoint, restore
+    from .checkpoint._io import clean_temp_files, list_checkpoints
+
+    payload = load_checkpoint(path, map_location=device)
+    if payload.get("weights_only"):
+        raise KeyError(
+            f"{path}: the checkpoint holds only the model weights (save_weights_only=True); "
+            "it cannot resume a run. Load it with ft.restore(state, path) instead"
+        )
+    state = restore(state, payload)
+    loop = payload.get("loop") or {}
+    run.elapsed_before = float(loop.get("elapsed", 0.0))
+    run.resumed_from = path
+    acc = loop.get("train_acc") or {}
+    run._resume_acc = acc  # type: ignore[attr-defined]
+    for key, value in acc.items():
+        run.train.acc[key] = value
+    run.train.seen.update(loop.get("train_seen") or [])
+    cb_states = payload.get("callbacks") or {}
+    for i, cb in enumerate(run.callbacks):
+        key = f"{type(cb).__name__}{i}"
+        if key in cb_states and hasattr(cb, "load_state_dict"):
+            cb.load_state_dict(cb_states[key])
+    saved_policies = payload.get("policies") or []
+    for i, policy in enumerate(run.policies):
+        d = run.policy_dirs[i]
+        if os.path.isdir(d):
+            clean_temp_files(d)
+        infos = list_checkpoints(d) if os.path.isdir(d) else []
+        previous = saved_policies[i] if i < len(saved_policies) else None
+        run.policy_states[i] = policy.recover(previous, infos)
+    versions = loop.get("logger_versions") or []
+    purge = state.step
+    for lg, version in zip(run.loggers, versions, strict=False):
+        lg.resume(_version_value(version), purge)
+    # Re-derive train metric specs lazily: the accumulators are restored by name and
+    # reattached when the same names are logged again.
+    return state, loop
+
+
+def _version_value(version: str) -> int | str:
+    return int(version) if version.isdigit() else version

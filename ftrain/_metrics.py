@@ -1,0 +1,426 @@
+"""Metrics a step returns, and how they are reduced, as Lightning's ``self.log`` does.
+
+A step returns ``{name: value}``. A value is a tensor or number (stage defaults
+apply), a torchmetrics ``Metric`` (compute() at epoch end), or ``log(value, ...)``
+carrying Lightning's options. Reductions are pure folds ``(acc, value, weight) ->
+acc`` then ``finalize(acc)``; accumulators stay on the value's device, so nothing is
+copied to the host until a log point asks for numbers.
+
+Stage defaults, as Lightning: training on_step=True/on_epoch=False; validation and
+test on_step=False/on_epoch=True. With both on, loggers see ``name_step`` and
+``name_epoch``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import torch
+
+__all__ = [
+    "Logged",
+    "MetricCollector",
+    "Reducer",
+    "log",
+    "log_dict",
+    "reducer",
+    "to_float",
+]
+
+_REDUCE_NAMES = {"mean": "mean", "avg": "mean", "max": "max", "min": "min", "sum": "sum"}
+_REDUCE_FUNCS: dict[Any, str] = {
+    torch.mean: "mean",
+    torch.max: "max",
+    torch.min: "min",
+    torch.sum: "sum",
+    builtins.max: "max",
+    builtins.min: "min",
+    builtins.sum: "sum",
+}
+
+
+def _resolve_reduce_fx(value: Any) -> str | Callable[..., Any]:
+    if isinstance(value, str):
+        try:
+            return _REDUCE_NAMES[value]
+        except KeyError:
+            raise ValueError(
+                f"reduce_fx: unknown value {value!r}; accepted: 'mean' (or 'avg'), 'max', 'min', "
+                "'sum', or a callable over the stacked step values"
+            ) from None
+    if value in _REDUCE_FUNCS:
+        return _REDUCE_FUNCS[value]
+    if callable(value):
+        return value
+    raise TypeError(f"reduce_fx must be a string or a callable, got {type(value).__name__}")
+
+
+def _is_metric_object(value: Any) -> bool:
+    # A torchmetrics.Metric, recognised without importing torchmetrics.
+    return (
+        callable(getattr(value, "compute", None))
+        and callable(getattr(value, "reset", None))
+        and hasattr(value, "_forward_cache")
+    )
+
+
+@attrs.frozen(slots=True)
+class Logged:
+    """A metric value with Lightning's ``self.log`` options (build it with :func:`log`)."""
+
+    value: Any
+    on_step: bool | None = None
+    on_epoch: bool | None = None
+    reduce_fx: Any = "mean"
+    prog_bar: bool = False
+    logger: bool = True
+    sync_dist: bool = False
+    batch_size: int | None = None
+    rank_zero_only: bool = False
+
+
+def log(
+    value: Any,
+    *,
+    on_step: bool | None = None,
+    on_epoch: bool | None = None,
+    reduce_fx: str | Callable[..., Any] = "mean",
+    prog_bar: bool = False,
+    logger: bool = True,
+    sync_dist: bool = False,
+    batch_size: int | None = None,
+    rank_zero_only: bool = False,
+) -> Logged:
+    """Attach Lightning's logging options to a metric value a step returns.
+
+    Args:
+        value: a number, a one-element tensor, or a torchmetrics ``Metric``.
+        on_step: log the value of each step (default: True in training, False in eval).
+        on_epoch: log the epoch's reduction (default: False in training, True in eval).
+        reduce_fx: "mean" (batch-size weighted), "max", "min", "sum" (also
+            ``torch.mean``/``max``/``min``/``sum``), or a callable applied to the
+            stacked step values at epoch end.
+        prog_bar: show it on the progress bar.
+        logger: send it to the loggers (it is still available to checkpoint
+            policies and early stopping when False).
+        sync_dist: reduce it across processes with its reduce_fx at log points.
+        batch_size: the weight for the epoch mean (default: size(0) of the batch).
+        rank_zero_only: never synced; not usable by checkpoint policies.
+
+    Returns:
+        A ``Logged`` value for the step's metrics dict.
+
+    Raises:
+        ValueError: on_step=False and on_epoch=False, an unknown reduce_fx, or a
+            batch_size < 1.
+
+    Example:
+        >>> log(0.5, prog_bar=True).prog_bar
+        True
+        >>> log(0.5, reduce_fx="median")
+        Traceback (most recent call last):
+        ...
+        ValueError: reduce_fx: unknown value 'median'; accepted: 'mean' (or 'avg'), 'max', 'min', 'sum', or a callable over the stacked step values
+    """
+    if on_step is False and on_epoch is False:
+        raise ValueError(
+            "log: on_step=False and on_epoch=False log nothing; set one of them to True"
+        )
+    resolved = _resolve_reduce_fx(reduce_fx)
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"log: batch_size must be an int >= 1 or None, got {batch_size!r}")
+    return Logged(
+        value, on_step, on_epoch, resolved, prog_bar, logger, sync_dist, batch_size, rank_zero_only
+    )
+
+
+def log_dict(values: Mapping[str, Any], **options: Any) -> dict[str, Logged]:
+    """Apply the same :func:`log` options to each value of a dict.
+
+    Example:
+        >>> sorted(log_dict({"a": 1.0, "b": 2.0}, prog_bar=True))
+        ['a', 'b']
+    """
+    if not isinstance(values, Mapping):
+        raise TypeError(f"log_dict: values must be a mapping, got {type(values).__name__}")
+    return {name: log(value, **options) for name, value in values.items()}
+
+
+# Reducers ----------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Reducer:
+    """A pure, incremental reduction: ``init()``, ``update(acc, value, weight)``, ``finalize(acc)``."""
+
+    name: str
+    init: Callable[[], Any]
+    update: Callable[[Any, Any, int], Any]
+    finalize: Callable[[Any], Any]
+
+
+def _mean_update(acc: Any, value: Any, weight: int) -> Any:
+    total, count = acc
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        total = value * weight if total is None else total.add(value, alpha=weight)
+    else:
+        total = value * weight if total is None else total + value * weight
+    return (total, count + weight)
+
+
+def _mean_finalize(acc: Any) -> Any:
+    total, count = acc
+    return total / count if count else math.nan
+
+
+def _extreme(name: str, pick: Callable[[Any, Any], Any]) -> Reducer:
+    def update(acc: Any, value: Any, weight: int) -> Any:
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        return value if acc is None else pick(acc, value)
+
+    return Reducer(name, lambda: None, update, lambda acc: math.nan if acc is None else acc)
+
+
+def _tmax(a: Any, b: Any) -> Any:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.maximum(torch.as_tensor(a), torch.as_tensor(b))
+    return a if a >= b else b
+
+
+def _tmin(a: Any, b: Any) -> Any:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+    return a if a <= b else b
+
+
+def _sum_update(acc: Any, value: Any, weight: int) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+    return value if acc is None else acc + value
+
+
+def _callable_reducer(fn: Callable[..., Any]) -> Reducer:
+    def update(acc: Any, value: Any, weight: int) -> Any:
+        value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        return (*acc, value)
+
+    def finalize(acc: Any) -> Any:
+        return fn(torch.stack([torch.as_tensor(v).reshape(()) for v in acc])) if acc else math.nan
+
+    return Reducer(getattr(fn, "__name__", "callable"), tuple, update, finalize)
+
+
+_REDUCERS = {
+    "mean": Reducer("mean", lambda: (None, 0), _mean_update, _mean_finalize),
+    "max": _extreme("max", _tmax),
+    "min": _extreme("min", _tmin),
+    "sum": Reducer("sum", lambda: None, _sum_update, lambda acc: 0.0 if acc is None else acc),
+}
+
+
+def reducer(reduce_fx: str | Callable[..., Any]) -> Reducer:
+    """The reducer for a ``reduce_fx``.
+
+    Example:
+        >>> r = reducer("mean")
+        >>> acc = r.init()
+        >>> for value, weight in [(1.0, 3), (4.0, 1)]:
+        ...     acc = r.update(acc, value, weight)
+        >>> r.finalize(acc)
+        1.75
+    """
+    resolved = _resolve_reduce_fx(reduce_fx)
+    if isinstance(resolved, str):
+        return _REDUCERS[resolved]
+    return _callable_reducer(resolved)
+
+
+def to_float(value: Any) -> float:
+    """A Python float from a number or one-element tensor (syncs the device)."""
+    if isinstance(value, torch.Tensor):
+        return float(value.item())
+    return float(value)
+
+
+# The per-stage collector the loop drives ----------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class _Spec:
+    on_step: bool
+    on_epoch: bool
+    reduce_fx: Any
+    prog_bar: bool
+    logger: bool
+    sync_dist: bool
+    rank_zero_only: bool
+    metric_object: bool
+
+
+class MetricCollector:
+    """Collects one stage's metrics: latest step values and epoch reductions.
+
+    The loop calls ``update(metrics, batch_size_fn)`` once per batch (no host sync)
+    and reads ``step_log()``, ``epoch_end()`` and ``callback_metrics`` at log points.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.training = stage == "train"
+        self.specs: dict[str, _Spec] = {}
+        self.latest: dict[str, Any] = {}
+        self.acc: dict[str, Any] = {}
+        self.objects: dict[str, Any] = {}
+        self._reducers: dict[str, Reducer] = {}
+        self._warned_nonfinite: set[str] = set()
+        self.seen: set[str] = set()
+
+    def _spec(self, name: str, value: Any) -> _Spec:
+        if isinstance(value, Logged):
+            on_step = value.on_step if value.on_step is not None else self.training
+            on_epoch = value.on_epoch if value.on_epoch is not None else not self.training
+            spec = _Spec(
+                on_step,
+                on_epoch,
+                value.reduce_fx,
+                value.prog_bar,
+                value.logger,
+                value.sync_dist,
+                value.rank_zero_only,
+                _is_metric_object(value.value),
+            )
+        else:
+            spec = _Spec(
+                self.training,
+                not self.training,
+                "mean",
+                False,
+                True,
+                False,
+                False,
+                _is_metric_object(value),
+            )
+        if not spec.metric_object and not spec.on_epoch and not spec.on_step:
+            raise ValueError(f"metric {name!r}: on_step=False and on_epoch=False log nothing")
+        return spec
+
+    def update(self, metrics: Mapping[str, Any], batch_size: Callable[[], int | None]) -> None:
+        """Fold one batch's metrics in. ``batch_size()`` is only called when needed."""
+        specs = self.specs
+        size: int | None = None
+        for name, raw in metrics.items():
+            spec = specs.get(name)
+            if spec is None or isinstance(raw, Logged):
+                new = self._spec(name, raw)
+                if spec is None:
+                    specs[name] = spec = new
+                    if new.on_epoch and not new.metric_object:
+                        self._reducers[name] = reducer(new.reduce_fx)
+                        self.acc[name] = self._reducers[name].init()
+                elif new != spec:
+                    raise ValueError(
+                        f"metric {name!r} was logged with different options in the same stage "
+                        f"({spec} vs {new}); log it with one set of options"
+                    )
+            value = raw.value if isinstance(raw, Logged) else raw
+            if spec.metric_object:
+                self.objects[name] = value
+                if spec.on_step:
+                    self.latest[name] = value._forward_cache
+                continue
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise ValueError(
+                    f"metric {name!r} must be a number or a one-element tensor, got a tensor of "
+                    f"shape {tuple(value.shape)}"
+                )
+            if not isinstance(value, (torch.Tensor, int, float)):
+                raise TypeError(
+                    f"metric {name!r} must be a number, a one-element tensor or a torchmetrics "
+                    f"Metric, got {type(value).__name__}"
+                )
+            if spec.on_step or self.training:
+                self.latest[name] = value
+            if spec.on_epoch:
+                weight = 1
+                if spec.reduce_fx == "mean":
+                    if isinstance(raw, Logged) and raw.batch_size is not None:
+                        weight = raw.batch_size
+                    else:
+                        if size is None:
+                            size = batch_size() or 1
+                        weight = size
+                self.acc[name] = self._reducers[name].update(self.acc[name], value, weight)
+                self.seen.add(name)
+
+    def names(self, *, logger_only: bool = False) -> dict[str, str]:
+        """Map each metric to the name(s) loggers see (``_step``/``_epoch`` when both)."""
+        return {n: n for n, s in self.specs.items() if not logger_only or s.logger}
+
+    def step_values(self, *, for_logger: bool) -> dict[str, Any]:
+        """The latest on_step values (tensors or numbers), with ``_step`` suffixes when both."""
+        out: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            if not spec.on_step or name not in self.latest or (for_logger and not spec.logger):
+                continue
+            out[f"{name}_step" if spec.on_epoch else name] = self.latest[name]
+        return out
+
+    def prog_bar_values(self) -> dict[str, Any]:
+        """Step values flagged ``prog_bar`` (plus the loss in training)."""
+        out: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            if name in self.latest and (spec.prog_bar or (self.training and name == "loss")):
+                out[f"{name}_step" if spec.on_epoch and spec.on_step else name] = self.latest[name]
+        return out
+
+    def epoch_values(self, *, reset: bool = True) -> dict[str, tuple[Any, _Spec]]:
+        """Finalize the epoch reductions (and metric objects' compute()), then reset."""
+        out: dict[str, tuple[Any, _Spec]] = {}
+        for name, spec in self.specs.items():
+            if not spec.on_epoch:
+                continue
+            key = f"{name}_epoch" if spec.on_step else name
+            if spec.metric_object:
+                obj = self.objects.get(name)
+                if obj is None:
+                    continue
+                out[key] = (obj.compute(), spec)
+                if reset:
+                    obj.reset()
+                continue
+            if name not in self.seen:
+                continue
+            red = self._reducers[name]
+            out[key] = (red.finalize(self.acc[name]), spec)
+            if reset:
+                self.acc[name] = red.init()
+        if reset:
+            self.seen.clear()
+        return out
+
+    def reset(self) -> None:
+        """Forget accumulated epoch values and latest step values."""
+        for name, red in self._reducers.items():
+            self.acc[name] = red.init()
+        self.seen.clear()
+        self.latest.clear()
+        for obj in self.objects.values():
+            obj.reset()
+
+    def warn_nonfinite(self, values: Mapping[str, float]) -> None:
+        """Warn once per name for a non-finite logged value (it is logged as is)."""
+        for name, v in values.items():
+            if not math.isfinite(v) and name not in self._warned_nonfinite:
+                self._warned_nonfinite.add(name)
+                warnings.warn(
+                    f"metric {name!r} is {v}; it is logged as is", RuntimeWarning, stacklevel=2
+                )

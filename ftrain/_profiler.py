@@ -1,0 +1,120 @@
+"""Profilers for ``fit(profiler=...)``: time per phase, or a torch.profiler trace."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["NullProfiler", "SimpleProfiler", "make_profiler"]
+
+
+class NullProfiler:
+    """Records nothing; its methods cost one call."""
+
+    enabled = False
+
+    def start(self, name: str) -> None:
+        return None
+
+    def stop(self, name: str) -> None:
+        return None
+
+    def step(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {}
+
+    def report(self) -> str:
+        return ""
+
+
+class SimpleProfiler(NullProfiler):
+    """Wall-clock time per phase (data fetch, step, validation, logging, checkpointing).
+
+    Uses ``time.perf_counter`` only: no device synchronisation is added, so on a GPU
+    asynchronous work is attributed to the phase that waits for it.
+    """
+
+    enabled = True
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._open: dict[str, float] = {}
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def start(self, name: str) -> None:
+        self._open[name] = self._clock()
+
+    def stop(self, name: str) -> None:
+        began = self._open.pop(name, None)
+        if began is None:
+            return
+        self.totals[name] = self.totals.get(name, 0.0) + self._clock() - began
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """``{phase: {"total_s", "calls", "mean_us"}}``."""
+        return {
+            name: {
+                "total_s": total,
+                "calls": float(self.counts[name]),
+                "mean_us": total / self.counts[name] * 1e6,
+            }
+            for name, total in sorted(self.totals.items(), key=lambda kv: -kv[1])
+        }
+
+    def report(self) -> str:
+        """The summary as a table."""
+        rows = [f"{'phase':<16}{'calls':>10}{'mean (us)':>14}{'total (s)':>12}"]
+        for name, s in self.summary().items():
+            rows.append(
+                f"{name:<16}{int(s['calls']):>10}{s['mean_us']:>14.1f}{s['total_s']:>12.3f}"
+            )
+        return "\n".join(rows)
+
+
+class TorchProfiler(SimpleProfiler):
+    """``torch.profiler`` over the training steps, writing a TensorBoard trace."""
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__()
+        import torch.profiler as tp
+
+        os.makedirs(log_dir, exist_ok=True)
+        activities = [tp.ProfilerActivity.CPU]
+        import torch
+
+        if torch.cuda.is_available():
+            activities.append(tp.ProfilerActivity.CUDA)
+        self.log_dir = log_dir
+        self._prof: Any = tp.profile(
+            activities=activities,
+            schedule=tp.schedule(wait=1, warmup=1, active=5, repeat=1),
+            on_trace_ready=tp.tensorboard_trace_handler(log_dir),
+            record_shapes=False,
+        )
+        self._prof.__enter__()
+
+    def step(self) -> None:
+        self._prof.step()
+
+    def close(self) -> None:
+        if self._prof is not None:
+            self._prof.__exit__(None, None, None)
+            self._prof = None
+
+
+def make_profiler(kind: str | None, log_dir: str) -> NullProfiler:
+    """The profiler for ``fit(profiler=kind)``."""
+    if kind is None:
+        return NullProfiler()
+    if kind == "simple":
+        return SimpleProfiler()
+    return TorchProfiler(os.path.join(log_dir, "profiler"))

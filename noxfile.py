@@ -1,0 +1,69 @@
+"""Sessions: tests, lint, typecheck, demo, docs, bench, wheel. Torch is pinned by constraints.txt."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "virtualenv"
+
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def _install(session: nox.Session, *extra: str) -> None:
+    session.install(*CONSTRAINTS, "-e", f".[{','.join(extra)}]" if extra else ".")
+
+
+@nox.session(python=False if os.environ.get("FTRAIN_NOX_NO_VENV") else None)
+def tests(session: nox.Session) -> None:
+    """The test suite (all of it, with doctests and examples)."""
+    _install(session, "test")
+    session.run("python", "-m", "pytest", *session.posargs, env={"OMP_NUM_THREADS": "1"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "ftrain", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "ftrain", "tests", "examples", "benchmarks", "noxfile.py"
+    )
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the package."""
+    _install(session)
+    session.install("mypy>=1.10")
+    session.run("mypy", "ftrain")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Train the demo classifier on generated data (CPU) and print validation accuracy."""
+    _install(session)
+    session.run("python", "examples/demo.py", *session.posargs, env={"OMP_NUM_THREADS": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The overhead benchmarks: hand-written loop vs ftrain (vs Lightning if installed)."""
+    _install(session)
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the wheel, install it, and run the tests against it from a temp dir."""
+    session.install("build")
+    session.run("python", "-m", "build", "--wheel", "--outdir", "dist/")
+    wheels = sorted(os.listdir("dist"))
+    session.install(*CONSTRAINTS, f"dist/{wheels[-1]}", "pytest", "hypothesis")
+    tmp = session.create_tmp()
+    session.run("cp", "-r", "tests", tmp, external=True)
+    session.chdir(tmp)
+    session.run("python", "-m", "pytest", "-q", "tests", "-k", "not example")
