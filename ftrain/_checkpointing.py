@@ -52,7 +52,7 @@ def _each(value: Any, fn: Any) -> Any:
 def _versions() -> dict[str, str]:
     from . import __version__
 
-    return {"ftrain": __version__, "torch": torch.__version__}
+    return {"ftrain": str(__version__), "torch": str(torch.__version__)}
 
 
 def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str, Any]:
@@ -156,6 +156,11 @@ def restore(
                 opt.load_state_dict(opt_states[key])
         else:
             state.optimizer.load_state_dict(opt_states)
+    if int(counters["step"]) > 0:
+        # The run's optimizers have stepped; tell torch's scheduler check so that an
+        # epoch-end scheduler step right after a resume does not warn.
+        for opt in state.optimizers:
+            opt._opt_called = True  # type: ignore[attr-defined]
     if state.scheduler is not None and payload.get("scheduler") is not None:
         if isinstance(state.scheduler, Mapping):
             for key, sched in state.scheduler.items():

@@ -246,15 +246,16 @@ class _Run:
             return
         from .checkpoint import Event
 
+        # One epoch convention throughout: the epoch of the last trained batch (at an
+        # epoch boundary the counters already point at the next epoch).
+        epoch = state.epoch - 1 if state.batch_idx == 0 and state.epoch > 0 else state.epoch
         event = Event(
             stage=stage,
             step=state.step,
-            epoch=state.epoch,
+            epoch=epoch,
             batch_idx=state.batch_idx,
             elapsed=self.elapsed(),
-            metrics=_LazyFloats(
-                {**self.callback_metrics(), "epoch": state.epoch, "step": state.step}
-            ),
+            metrics=_LazyFloats({**self.callback_metrics(), "epoch": epoch, "step": state.step}),
         )
         for i, policy in enumerate(self.policies):
             pstate, actions = policy.update(self.policy_states[i], event)
@@ -330,51 +331,63 @@ def _checkpoint_dirs(policies: list[Any], root: str, loggers: list[Any]) -> list
     return dirs
 
 
-def _find_ckpt(ckpt_path: str, dirs: list[str], run: _Run) -> str | None:
+def _search_dirs(policies: list[Any], root: str, loggers: list[Any]) -> list[str]:
+    """Directories where this run's checkpoints may be, without resolving a logger version."""
+    dirs = [os.fspath(p.dirpath) for p in policies if p.dirpath is not None]
+    dirs.append(os.path.join(root, "checkpoints"))
+    for lg in loggers[:1]:
+        save_dir, name = getattr(lg, "save_dir", None), getattr(lg, "name", None)
+        base = os.path.join(save_dir, name) if save_dir and name else None
+        if base and os.path.isdir(base):
+            for version in sorted(os.listdir(base)):
+                dirs.append(os.path.join(base, version, "checkpoints"))
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _newest_checkpoint(dirs: list[str]) -> str | None:
+    from .checkpoint._io import safe_load
+
+    candidates = [
+        os.path.join(d, name)
+        for d in dirs
+        for name in os.listdir(d)
+        if name.endswith(".ckpt") and not name.startswith(".")
+    ]
+
+    def newest_key(path: str) -> tuple[int, float]:
+        try:
+            info = safe_load(path).get("checkpoint_info") or {}
+        except Exception:  # an unreadable file never wins
+            return (-1, -1.0)
+        return (int(info.get("step", -1)), os.path.getmtime(path))
+
+    return max(candidates, key=newest_key) if candidates else None
+
+
+def _find_ckpt(ckpt_path: str, dirs: list[str], policies: list[Any]) -> str | None:
     if ckpt_path == "last":
-        candidates = []
-        for d in dirs:
-            if os.path.isdir(d):
-                for name in os.listdir(d):
-                    if name.endswith(".ckpt") and not name.startswith("."):
-                        candidates.append(os.path.join(d, name))
-        if not candidates:
+        path = _newest_checkpoint(dirs)
+        if path is None:
             warnings.warn(
                 "fit(ckpt_path='last'): no checkpoint found; starting from scratch",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            return None
+        return path
+    if ckpt_path == "best":
         from .checkpoint._io import safe_load
 
-        def newest_key(path: str) -> tuple[int, int, float]:
-            try:
-                info = safe_load(path).get("checkpoint_info") or {}
-            except Exception:
-                return (-1, -1, -1.0)
-            return (
-                int(info.get("step", -1)),
-                int(info.get("micro_step", info.get("batch_idx", -1))),
-                os.path.getmtime(path),
-            )
-
-        return max(candidates, key=newest_key)
-    if ckpt_path == "best":
-        from .checkpoint._io import list_checkpoints
-
-        best = None
-        for i, policy in enumerate(run.policies):
-            infos = list_checkpoints(run.policy_dirs[i])
-            pstate = policy.recover(None, infos)
-            name = policy.best(pstate)
-            if name is not None:
-                best = os.path.join(run.policy_dirs[i], name)
-                break
-        if best is None:
-            raise ValueError(
-                "fit(ckpt_path='best'): there is no best checkpoint in " + ", ".join(dirs)
-            )
-        return best
+        newest = _newest_checkpoint(dirs)
+        if newest is not None:
+            saved = safe_load(newest).get("policies") or []
+            for policy, pstate in zip(policies, saved, strict=False):
+                name = policy.best(pstate)
+                if name is not None:
+                    return os.path.join(os.path.dirname(newest), name)
+        raise ValueError(
+            "fit(ckpt_path='best'): there is no best checkpoint in "
+            + (", ".join(dirs) or "any checkpoint directory")
+        )
     if not os.path.exists(ckpt_path):
         raise FileNotFoundError(f"fit: ckpt_path {ckpt_path!r} does not exist")
     return ckpt_path
@@ -516,22 +529,24 @@ def _fit(
     from ._progress import ProgressBar
 
     bar = ProgressBar.auto(config.enable_progress_bar and dist.is_main)
-    profiler = make_profiler(
-        config.profiler, loggers[0].log_dir if loggers and loggers[0].log_dir else root
-    )
 
-    # Device, wrapping and resume -----------------------------------------------------
+    # Device and resume, before anything resolves a logger's version directory ---------
     _move_state(state, device)
     resumed = False
     extra_loop: Mapping[str, Any] = {}
-    run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
+    payload: Mapping[str, Any] = {}
     if ckpt_path is not None:
-        path = _find_ckpt(
-            os.fspath(ckpt_path), run.policy_dirs or [os.path.join(root, "checkpoints")], run
-        )
+        path = _find_ckpt(os.fspath(ckpt_path), _search_dirs(policies, root, loggers), policies)
         if path is not None:
-            state, extra_loop = _resume(state, path, run, device)
+            state, payload = _resume(state, path, run, device)
+            extra_loop = payload.get("loop") or {}
             resumed = True
+    run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
+    if resumed:
+        _recover_policies(run, payload)
+    profiler = make_profiler(
+        config.profiler, loggers[0].log_dir if loggers and loggers[0].log_dir else root
+    )
     state = dist.wrap(state, step_fn)
 
     if dist.is_main and config.enable_model_summary and not fast:
@@ -571,8 +586,7 @@ def _fit(
                     "elapsed": run.elapsed(),
                     "epoch_done": epoch_done,
                     "logger_versions": [str(lg.version) for lg in loggers],
-                    "train_acc": {k: v for k, v in run.train.acc.items()},
-                    "train_seen": sorted(run.train.seen),
+                    "train_metrics": run.train.state_dict(),
                 },
                 "policies": list(run.policy_states),
                 "callbacks": {
@@ -825,16 +839,14 @@ def _fit(
                             model.train()
                     if stepped:
                         profiler.start("checkpoint")
-                        run.checkpoint_event("train_step", state, loop_extra(state, is_last))
+                        run.checkpoint_event("train_step", state, loop_extra(state, False))
                         profiler.stop("checkpoint")
                     batch_idx += 1
                     if stopping or is_max_reached(state.step, max_steps):
                         epoch_stop = True
                         break
-                # End of the epoch (also when stopped mid-epoch, as Lightning).
-                complete = not epoch_stop or (
-                    epoch_batches is not None and batch_idx >= epoch_batches
-                )
+                # End of the epoch, also when a limit stopped it mid-way (as Lightning):
+                # the epoch counts as done and a resume starts the next one.
                 if interrupted:
                     break
                 epoch_values = run.train.epoch_values()
@@ -855,9 +867,8 @@ def _fit(
                 profiler.start("checkpoint")
                 run.checkpoint_event("train_epoch_end", state, loop_extra(state, True))
                 profiler.stop("checkpoint")
-                if complete:
-                    epoch += 1
-                    state = state.replace(epoch=epoch, batch_idx=0)
+                epoch += 1
+                state = state.replace(epoch=epoch, batch_idx=0)
                 if epoch_stop:
                     break
         except BaseException as exc:
@@ -875,7 +886,7 @@ def _fit(
         run.checkpoint_event("interrupt", state, loop_extra(state, False))
     else:
         run.call("on_train_end", state=state)
-        run.checkpoint_event("fit_end", state, loop_extra(state, state.batch_idx == 0))
+        run.checkpoint_event("fit_end", state, loop_extra(state, False))
     bar.close()
     profiler.close()
     for lg in loggers:
@@ -924,8 +935,8 @@ def _step_epoch_schedulers(state: TrainState, metrics: Mapping[str, float], epoc
 def _resume(
     state: TrainState, path: str, run: _Run, device: torch.device
 ) -> tuple[TrainState, Mapping[str, Any]]:
+    """Restore the state, clock, metric accumulators, callbacks and logger versions."""
     from ._checkpointing import load_checkpoint, restore
-    from .checkpoint._io import clean_temp_files, list_checkpoints
 
     payload = load_checkpoint(path, map_location=device)
     if payload.get("weights_only"):
@@ -937,31 +948,32 @@ def _resume(
     loop = payload.get("loop") or {}
     run.elapsed_before = float(loop.get("elapsed", 0.0))
     run.resumed_from = path
-    acc = loop.get("train_acc") or {}
-    run._resume_acc = acc  # type: ignore[attr-defined]
-    for key, value in acc.items():
-        run.train.acc[key] = value
-    run.train.seen.update(loop.get("train_seen") or [])
+    run.train.load_state_dict(loop.get("train_metrics") or {})
     cb_states = payload.get("callbacks") or {}
     for i, cb in enumerate(run.callbacks):
         key = f"{type(cb).__name__}{i}"
         if key in cb_states and hasattr(cb, "load_state_dict"):
             cb.load_state_dict(cb_states[key])
-    saved_policies = payload.get("policies") or []
+    versions = loop.get("logger_versions") or []
+    # Logged x values are step indices below state.step; later ones are replayed.
+    for lg, version in zip(run.loggers, versions, strict=False):
+        lg.resume(_version_value(version), state.step)
+    return state, payload
+
+
+def _recover_policies(run: _Run, payload: Mapping[str, Any]) -> None:
+    """Rebuild each policy's state from the files on disk (after a crash they decide)."""
+    from .checkpoint._io import clean_temp_files, list_checkpoints
+
+    saved = payload.get("policies") or []
     for i, policy in enumerate(run.policies):
         d = run.policy_dirs[i]
+        infos = []
         if os.path.isdir(d):
             clean_temp_files(d)
-        infos = list_checkpoints(d) if os.path.isdir(d) else []
-        previous = saved_policies[i] if i < len(saved_policies) else None
+            infos = list_checkpoints(d)
+        previous = saved[i] if i < len(saved) else None
         run.policy_states[i] = policy.recover(previous, infos)
-    versions = loop.get("logger_versions") or []
-    purge = state.step
-    for lg, version in zip(run.loggers, versions, strict=False):
-        lg.resume(_version_value(version), purge)
-    # Re-derive train metric specs lazily: the accumulators are restored by name and
-    # reattached when the same names are logged again.
-    return state, loop
 
 
 def _version_value(version: str) -> int | str:

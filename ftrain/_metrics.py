@@ -416,6 +416,52 @@ class MetricCollector:
         for obj in self.objects.values():
             obj.reset()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The partial epoch reductions, for an exact mid-epoch resume.
+
+        Metrics reduced by a callable or kept by a metric object are not included
+        (a callable cannot be stored safely); their epoch value after a resume covers
+        only the batches seen since.
+        """
+        out: dict[str, Any] = {}
+        for name, spec in self.specs.items():
+            if name not in self.seen or spec.metric_object or not isinstance(spec.reduce_fx, str):
+                continue
+            out[name] = {
+                "spec": [
+                    spec.on_step,
+                    spec.on_epoch,
+                    spec.reduce_fx,
+                    spec.prog_bar,
+                    spec.logger,
+                    spec.sync_dist,
+                    spec.rank_zero_only,
+                ],
+                "acc": self.acc[name],
+            }
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore partial epoch reductions saved by :meth:`state_dict`."""
+        for name, entry in state.items():
+            on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only = entry[
+                "spec"
+            ]
+            self.specs[name] = _Spec(
+                bool(on_step),
+                bool(on_epoch),
+                reduce_fx,
+                bool(prog_bar),
+                bool(logger),
+                bool(sync_dist),
+                bool(rank_zero_only),
+                False,
+            )
+            self._reducers[name] = reducer(reduce_fx)
+            acc = entry["acc"]
+            self.acc[name] = tuple(acc) if isinstance(acc, list) else acc
+            self.seen.add(name)
+
     def warn_nonfinite(self, values: Mapping[str, float]) -> None:
         """Warn once per name for a non-finite logged value (it is logged as is)."""
         for name, v in values.items():
