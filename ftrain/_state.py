@@ -15,6 +15,8 @@ disturb a run.
 from __future__ import annotations
 
 import copy
+import functools
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -225,12 +227,18 @@ class TrainState:
     def clone(self) -> TrainState:
         """Deep-copy the state: model, optimizer, scheduler, scaler and extras.
 
-        The copy shares no tensor with the original, and its optimizer refers to
-        the copied model's parameters.
+        The copy shares no tensor with the original, keeps gradients accumulated
+        so far, and its optimizer (and scheduler) refer to the copied parts.
         """
         parts = (self.model, self.optimizer, self.scheduler, self.scaler, dict(self.extras))
-        model, optimizer, scheduler, scaler, extras = copy.deepcopy(parts)
-        return attrs.evolve(
+        memo: dict[int, Any] = {}
+        model, optimizer, scheduler, scaler, extras = copy.deepcopy(parts, memo)
+        # Deep-copying a Parameter drops its .grad: carry gradients accumulated mid-window.
+        for module in self.models:
+            for p in module.parameters():
+                if p.grad is not None:
+                    memo[id(p)].grad = p.grad.detach().clone()
+        new = attrs.evolve(
             self,
             model=model,
             optimizer=optimizer,
@@ -238,6 +246,9 @@ class TrainState:
             scaler=scaler,
             extras=extras,
         )
+        for original, cloned in zip(self.schedulers, new.schedulers, strict=True):
+            _track_step_calls(cloned.scheduler, original.scheduler)
+        return new
 
     @property
     def models(self) -> list[nn.Module]:
@@ -261,6 +272,33 @@ class TrainState:
         if isinstance(self.scheduler, Mapping):
             return [as_scheduler_config(s) for s in self.scheduler.values()]
         return [as_scheduler_config(self.scheduler)]
+
+
+def _track_step_calls(scheduler: Any, original: Any) -> None:
+    """Re-install on a copied optimizer the ``step`` wrapper torch's LR schedulers add.
+
+    Optimizer pickling (hence deepcopy) drops it, and without it the copy's first
+    ``scheduler.step()`` warns that ``optimizer.step()`` was overridden.
+    """
+    opt = getattr(scheduler, "optimizer", None)
+    source = getattr(original, "optimizer", None)
+    if opt is None or source is None or not hasattr(source.step, "_wrapped_by_lr_sched"):
+        return
+    if hasattr(opt.step, "_wrapped_by_lr_sched"):
+        return
+    opt_ref = weakref.ref(opt)
+    func = type(opt).step
+
+    @functools.wraps(func)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        target = opt_ref()
+        target._opt_called = True  # type: ignore[union-attr]
+        return func(target, *args, **kwargs)
+
+    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    opt.step = step  # type: ignore[method-assign]
+    if getattr(source, "_opt_called", False):
+        opt._opt_called = True
 
 
 def _check_ownership(state: TrainState) -> None:
