@@ -1,0 +1,54 @@
+"""Checkpointing: pure policies (when to save, what to keep), filename templates, safe files.
+
+Policies never touch files; the driver folds :class:`Event` values through
+``policy.update`` and carries out the returned :class:`Save` / :class:`Delete`
+actions with :func:`atomic_save`, and reads files back with :func:`safe_load`.
+"""
+
+from ._io import FORMAT_VERSION as FORMAT_VERSION
+from ._io import CheckpointError as CheckpointError
+from ._io import atomic_save as atomic_save
+from ._io import clean_temp_files as clean_temp_files
+from ._io import list_checkpoints as list_checkpoints
+from ._io import safe_load as safe_load
+from ._policy import STAGES as STAGES
+from ._policy import CheckpointInfo as CheckpointInfo
+from ._policy import Delete as Delete
+from ._policy import Event as Event
+from ._policy import ModelCheckpoint as ModelCheckpoint
+from ._policy import Policy as Policy
+from ._policy import Save as Save
+from ._policy import default_policy as default_policy
+from ._policy import every as every
+from ._policy import last as last
+from ._policy import top_k as top_k
+from ._policy import union as union
+from ._template import MissingMetricError as MissingMetricError
+from ._template import format_name as format_name
+from ._template import validate_template as validate_template
+from ._template import versioned as versioned
+
+__all__ = [
+    "FORMAT_VERSION",
+    "STAGES",
+    "CheckpointError",
+    "CheckpointInfo",
+    "Delete",
+    "Event",
+    "MissingMetricError",
+    "ModelCheckpoint",
+    "Policy",
+    "Save",
+    "atomic_save",
+    "clean_temp_files",
+    "default_policy",
+    "every",
+    "format_name",
+    "last",
+    "list_checkpoints",
+    "safe_load",
+    "top_k",
+    "union",
+    "validate_template",
+    "versioned",
+]

@@ -1,0 +1,248 @@
+"""Checkpoint files: atomic writes and safe reads.
+
+A checkpoint is a dict written with ``torch.save``. It appears under its final
+name only when complete: the bytes go to a hidden temp file in the same folder
+(``.<name>.<random>.tmp``), are flushed and fsynced, then ``os.replace`` renames
+the temp file over the target and the folder is fsynced. A crash at any point
+leaves either the old file or the new one, never a partial file; stray temp files
+are removed by :func:`clean_temp_files`.
+
+Reading always uses ``torch.load(weights_only=True)``: a file holding anything
+other than tensors, numbers, strings and containers is refused before any of its
+code can run. Every reading failure is a :class:`CheckpointError` naming the file.
+
+Each file carries ``"ftrain_format"`` (:data:`FORMAT_VERSION`) and, when the
+driver writes it for a policy, ``"checkpoint_info"``
+(:meth:`CheckpointInfo.to_dict`), which :func:`list_checkpoints` reads back for
+``policy.recover``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import uuid
+import warnings
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from ._policy import CheckpointInfo
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "atomic_save",
+    "atomic_write_obj",
+    "clean_temp_files",
+    "list_checkpoints",
+    "safe_load",
+]
+
+FORMAT_VERSION = 1
+"""Version of the checkpoint layout this ftrain writes and reads (or older)."""
+
+_TMP_SUFFIX = ".tmp"
+_EXT = ".ckpt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, corrupt, unsafe or not ftrain's; the message names it."""
+
+
+def _check_dir(dirpath: str) -> None:
+    """Refuse a folder path that is, or is under, an existing file."""
+    probe = dirpath
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if probe and not os.path.isdir(probe):
+        raise NotADirectoryError(
+            f"checkpoint directory {dirpath!r} cannot be created: {probe!r} is a file"
+        )
+
+
+def _fsync_dir(dirpath: str) -> None:
+    # Makes the rename itself durable; not possible on every platform (Windows).
+    try:
+        fd = os.open(dirpath, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_obj(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write any object with ``torch.save`` atomically (temp file, fsync, rename).
+
+    :func:`atomic_save` is this for checkpoints; use this for other artefacts
+    (e.g. saved predictions). Same guarantees and errors as :func:`atomic_save`.
+    """
+    target = os.path.abspath(os.fspath(path))
+    dirpath = os.path.dirname(target)
+    _check_dir(dirpath)
+    os.makedirs(dirpath, exist_ok=True)
+    tmp = os.path.join(dirpath, f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "xb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        # Also on KeyboardInterrupt: the target is still the old file.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dirpath)
+
+
+def atomic_save(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` with ``torch.save`` so that ``path`` is never seen half-written.
+
+    Adds ``"ftrain_format": FORMAT_VERSION`` unless ``obj`` has that key; ``obj``
+    itself is not changed. Creates the folder if needed.
+
+    Args:
+        obj: the payload; tensors, numbers, strings, None and containers only, or
+            :func:`safe_load` will refuse it.
+        path: the target file; replaced if it exists.
+
+    Raises:
+        NotADirectoryError: the folder path is, or is under, an existing file.
+        Exception: whatever writing raised; the old file is then untouched and no
+            temp file remains.
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> atomic_save({"step": 3}, os.path.join(d, "a.ckpt"))
+        >>> safe_load(os.path.join(d, "a.ckpt"))["step"]
+        3
+    """
+    payload = dict(obj)
+    payload.setdefault("ftrain_format", FORMAT_VERSION)
+    atomic_write_obj(payload, path)
+
+
+def _weights_only_reason(err: BaseException) -> str:
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        return text.split(marker, 1)[1].strip().splitlines()[0].strip()
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__
+
+
+def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load an ftrain checkpoint with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the file.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        The payload dict.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt or truncated, holds objects
+            that are not plain tensors/containers (refused for safety, none of its
+            code runs), is not an ftrain checkpoint, or was written by a newer ftrain.
+    """
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise CheckpointError(f"checkpoint {name!r} does not exist")
+    # ftrain writes only the zip format; anything else (a cut-off file, random
+    # bytes) would send torch into its legacy pickle reader with murkier errors.
+    if not zipfile.is_zipfile(name):
+        raise CheckpointError(
+            f"checkpoint {name!r} is corrupt or truncated (not a complete torch zip file)"
+        )
+    try:
+        payload = torch.load(name, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {name!r} contains objects that are not plain tensors/containers "
+            f"and was refused for safety ({_weights_only_reason(err)}); load it with "
+            "torch.load(weights_only=False) only if you trust where it came from"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint {name!r} is corrupt or truncated ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+        ) from None
+    if not isinstance(payload, dict) or "ftrain_format" not in payload:
+        raise CheckpointError(f"checkpoint {name!r} is not an ftrain checkpoint (no ftrain_format)")
+    version = payload["ftrain_format"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(
+            f"checkpoint {name!r} is not an ftrain checkpoint (ftrain_format={version!r})"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {name!r} was written by a newer ftrain (format {version}), "
+            f"this is format {FORMAT_VERSION}; upgrade ftrain to load it"
+        )
+    return payload
+
+
+def clean_temp_files(dirpath: str | os.PathLike[str]) -> list[str]:
+    """Remove temp files left by interrupted :func:`atomic_save` calls.
+
+    Args:
+        dirpath: the checkpoint folder; a missing folder has none.
+
+    Returns:
+        The paths removed, sorted.
+    """
+    folder = os.fspath(dirpath)
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for entry in sorted(os.listdir(folder)):
+        full = os.path.join(folder, entry)
+        if entry.startswith(".") and entry.endswith(_TMP_SUFFIX) and os.path.isfile(full):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(full)
+                removed.append(full)
+    return removed
+
+
+def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
+    """Read the metadata of every committed ``*.ckpt`` file in a folder.
+
+    Loads each file in full (with :func:`safe_load`); a file that cannot be read or
+    has no ``"checkpoint_info"`` is skipped with a warning. The returned names are
+    the files' actual names, even if a file was renamed after it was written.
+
+    Args:
+        dirpath: the checkpoint folder; a missing folder has none.
+
+    Returns:
+        Infos sorted by file name, ready for ``policy.recover``.
+    """
+    folder = os.fspath(dirpath)
+    if not os.path.isdir(folder):
+        return []
+    infos = []
+    for entry in sorted(os.listdir(folder)):
+        full = os.path.join(folder, entry)
+        if entry.startswith(".") or not entry.endswith(_EXT) or not os.path.isfile(full):
+            continue
+        try:
+            raw = safe_load(full)["checkpoint_info"]
+            info = CheckpointInfo.from_dict(raw)
+        except (CheckpointError, KeyError, ValueError, TypeError, AttributeError) as err:
+            warnings.warn(f"skipping checkpoint {full!r}: {err}", UserWarning, stacklevel=2)
+            continue
+        infos.append(attrs.evolve(info, name=entry))
+    return infos
