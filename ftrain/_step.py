@@ -115,13 +115,17 @@ def _cast_model(model: Any, dtype: torch.dtype) -> None:
                 break
 
 
+_UNSET = object()
+
+
 class _Cache:
     """Derived, rebuildable values (never run state): the optimizer's parameter list."""
 
     __slots__ = ("device_type", "optimizer", "params")
 
     def __init__(self) -> None:
-        self.optimizer: Any = None
+        # A sentinel, not None: a state without optimizer must reach _setup's check.
+        self.optimizer: Any = _UNSET
         self.params: list[torch.Tensor] = []
         self.device_type = "cpu"
 
