@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -89,7 +90,7 @@ def run_eval(
                 break
             batch = move_to_device(batch, device)
             metrics = _call_eval(step, state, batch)
-            collector.update(metrics, lambda b=batch: batch_size_of(b))
+            collector.update(metrics, partial(batch_size_of, batch))
             count += 1
             if on_batch is not None:
                 on_batch(count)

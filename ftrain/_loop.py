@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -190,6 +191,9 @@ class _Run:
         self.logged_hparams = False
         self.lr_monitors = [c for c in self.callbacks if isinstance(c, LearningRateMonitor)]
         self.warned_few_batches = False
+        # prog_bar epoch-level values (train epoch, validation) as floats: they stay on the
+        # training bar after the step values, as Lightning shows them, until replaced.
+        self.bar_values: dict[str, float] = {}
 
     # clock --------------------------------------------------------------------------
 
@@ -227,7 +231,8 @@ class _Run:
     def log(self, values: Mapping[str, Any], step: int) -> None:
         if not self.loggers or not values or not self.dist.is_main:
             return
-        numbers = {k: to_float(v) for k, v in values.items()}
+        # The loop's epoch counter stays an int (a CSV column of 0, 1, ..., as Lightning's).
+        numbers = {k: v if k == "epoch" else to_float(v) for k, v in values.items()}
         self.train.warn_nonfinite(numbers)
         for lg in self.loggers:
             lg.log_metrics(numbers, step)
@@ -282,8 +287,8 @@ class _Run:
             self.last_saved = path
         self.dist.barrier()
         if self.dist.is_main:
-            for action in deletes:
-                path = os.path.join(dirpath, action.name)
+            for deletion in deletes:
+                path = os.path.join(dirpath, deletion.name)
                 if os.path.exists(path) and path != self.resumed_from:
                     os.remove(path)
 
@@ -599,6 +604,14 @@ def _fit(
 
         return build
 
+    def eval_batch_done(count: int) -> None:
+        # run_eval reports the number of batches done; the bar takes the batch index.
+        bar.eval_batch_end(count - 1)
+
+    def train_bar_values() -> dict[str, float]:
+        # Called by the bar only when it refreshes: the one place step values sync for it.
+        return {**floats_now(run.train.prog_bar_values()), **run.bar_values}
+
     def validate(st: TrainState, log_step: int, epoch: int) -> None:
         run.call("on_validation_start", state=st)
         profiler.start("validation")
@@ -619,15 +632,17 @@ def _fit(
             rank=dist.rank,
             world_size=dist.world_size,
             max_batches=fast or None,
-            on_batch=bar.eval_batch_end,
+            on_batch=eval_batch_done,
             reduce=dist.reduce_epoch_values,
             use_sampler=config.use_distributed_sampler,
         )
         profiler.stop("validation")
         run.val_values = values
         numbers = floats(values) if values else {}
-        bar.eval_end(numbers)
-        logged = {k: v for k, (v, spec) in values.items() if spec.logger}
+        shown = {k: numbers[k] for k, (_, spec) in values.items() if spec.prog_bar}
+        run.bar_values.update(shown)
+        bar.eval_end(shown)
+        logged = {k: numbers[k] for k, (_, spec) in values.items() if spec.logger}
         if logged:
             run.log({**logged, "epoch": epoch}, log_step)
         if run.call("on_validation_end", state=st, metrics=_LazyFloats(run.callback_metrics())):
@@ -658,7 +673,7 @@ def _fit(
             rank=dist.rank,
             world_size=dist.world_size,
             max_batches=None if sanity < 0 else sanity,
-            on_batch=bar.eval_batch_end,
+            on_batch=eval_batch_done,
             use_sampler=config.use_distributed_sampler,
         )
         bar.eval_end(None)
@@ -773,6 +788,15 @@ def _fit(
                     ):
                         run.stop_requested = True
                     before = state.step
+                    # The lr a step-interval LearningRateMonitor logs is the one this step
+                    # uses (Lightning reads it before the step); read only if it may log.
+                    lrs_used = (
+                        run.lr_monitors[0].learning_rates(state)
+                        if run.lr_monitors
+                        and ((before + 1) % log_every == 0 or fast)
+                        and run.lr_monitors[0].interval(state) == "step"
+                        else None
+                    )
                     profiler.start("step")
                     state, metrics = step_fn(state, batch)
                     profiler.stop("step")
@@ -783,7 +807,7 @@ def _fit(
                             "hand-written step with ftrain.custom_step"
                         )
                     stepped = state.step != before
-                    run.train.update(metrics, lambda b=batch: batch_size_of(b))
+                    run.train.update(metrics, partial(batch_size_of, batch))
                     if run.callbacks and run.call(
                         "on_train_batch_end",
                         state=state,
@@ -814,12 +838,12 @@ def _fit(
                         profiler.start("logging")
                         values = run.train.step_values(for_logger=True)
                         if run.lr_monitors and run.lr_monitors[0].interval(state) == "step":
-                            values.update(run.lr_monitors[0].learning_rates(state))
+                            values.update(lrs_used or run.lr_monitors[0].learning_rates(state))
                         if values:
                             values = dist.reduce_step_values(values, run.train)
                             run.log({**values, "epoch": epoch}, log_step)
                         profiler.stop("logging")
-                    bar.train_batch_end(batch_idx, lambda: floats_now(run.train.prog_bar_values()))
+                    bar.train_batch_end(batch_idx, train_bar_values)
                     total_batch_idx += 1
                     if (
                         validating
@@ -862,7 +886,10 @@ def _fit(
                 if run.call("on_train_epoch_end", state=state, metrics=cb_numbers):
                     run.stop_requested = True
                 _step_epoch_schedulers(state, cb_numbers, epoch)
-                bar.train_epoch_end(floats_now(run.train.prog_bar_values()))
+                run.bar_values.update(
+                    {k: to_float(v) for k, (v, spec) in epoch_values.items() if spec.prog_bar}
+                )
+                bar.train_epoch_end(train_bar_values())
                 state = state.replace(batch_idx=batch_idx)
                 profiler.start("checkpoint")
                 run.checkpoint_event("train_epoch_end", state, loop_extra(state, True))
@@ -920,7 +947,7 @@ def _step_epoch_schedulers(state: TrainState, metrics: Mapping[str, float], epoc
         if sched.interval != "epoch" or (epoch + 1) % sched.frequency != 0:
             continue
         if isinstance(sched.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            monitor = sched.monitor
+            monitor = sched.monitor or ""
             if monitor not in metrics:
                 message = f"ReduceLROnPlateau monitors {monitor!r}, which was not logged; logged: {sorted(metrics)}"
                 if sched.strict:
