@@ -56,6 +56,9 @@ class TensorBoardLogger(VersionedLogger):
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            # A reopened run (after finalize or on resume) must get an event file
+            # that sorts after the existing ones.
+            _wait_past_event_files(self._ensure_dir())
             self._writer = SummaryWriter(
                 self._ensure_dir(), purge_step=purge_step, **self._writer_kwargs
             )
