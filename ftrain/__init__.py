@@ -5,7 +5,9 @@ A training run is a fold of a step function over batches:
 smaller ones; ``fit`` drives the fold with Lightning's Trainer controls.
 """
 
+from . import checkpoint as checkpoint
 from . import cli as cli
+from . import loggers as loggers
 from ._callbacks import Callback as Callback
 from ._callbacks import EarlyStopping as EarlyStopping
 from ._callbacks import LearningRateMonitor as LearningRateMonitor
@@ -62,6 +64,7 @@ __all__ = [
     "TrainState",
     "TrainStep",
     "accumulate",
+    "checkpoint",
     "cli",
     "clip_grad_norm",
     "clip_grad_value",
@@ -72,6 +75,7 @@ __all__ = [
     "load_checkpoint",
     "log",
     "log_dict",
+    "loggers",
     "mix_seed",
     "model_summary",
     "precision",
