@@ -886,10 +886,15 @@ def _fit(
                 if run.call("on_train_epoch_end", state=state, metrics=cb_numbers):
                     run.stop_requested = True
                 _step_epoch_schedulers(state, cb_numbers, epoch)
-                run.bar_values.update(
-                    {k: to_float(v) for k, (v, spec) in epoch_values.items() if spec.prog_bar}
-                )
-                bar.train_epoch_end(train_bar_values())
+                if bar.enabled:  # a disabled bar must not sync the device for nothing
+                    run.bar_values.update(
+                        {
+                            k: to_float(logged.get(k, v))
+                            for k, (v, spec) in epoch_values.items()
+                            if spec.prog_bar
+                        }
+                    )
+                    bar.train_epoch_end(train_bar_values())
                 state = state.replace(batch_idx=batch_idx)
                 profiler.start("checkpoint")
                 run.checkpoint_event("train_epoch_end", state, loop_extra(state, True))

@@ -283,6 +283,8 @@ class MetricCollector:
         self._reducers: dict[str, Reducer] = {}
         self._warned_nonfinite: set[str] = set()
         self.seen: set[str] = set()
+        # Names first logged with explicit options: a later bare value must agree with them.
+        self._explicit: set[str] = set()
 
     def _spec(self, name: str, value: Any) -> _Spec:
         if isinstance(value, Logged):
@@ -319,10 +321,12 @@ class MetricCollector:
         size: int | None = None
         for name, raw in metrics.items():
             spec = specs.get(name)
-            if spec is None or isinstance(raw, Logged):
+            if spec is None or isinstance(raw, Logged) or name in self._explicit:
                 new = self._spec(name, raw)
                 if spec is None:
                     specs[name] = spec = new
+                    if isinstance(raw, Logged):
+                        self._explicit.add(name)
                     if new.on_epoch and not new.metric_object:
                         self._reducers[name] = reducer(new.reduce_fx)
                         self.acc[name] = self._reducers[name].init()
