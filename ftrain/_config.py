@@ -307,6 +307,17 @@ class FitConfig:
     use_distributed_sampler: bool = _flag(
         True, "Shard map-style data across ranks.", _check_choice(True, False)
     )
+    auto_lr_find: bool = _flag(
+        False,
+        "Before training, run ftrain.tune.lr_find and set its suggested learning rate.",
+        _check_choice(True, False),
+    )
+    auto_scale_batch_size: str | bool | None = _flag(
+        None,
+        "Before training, find the largest batch size that fits: 'power', 'binsearch' "
+        "(True: 'power'); train_data must then be make_data(batch_size) -> loader.",
+        _check_choice(None, False, True, "power", "binsearch"),
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.check_val_every_n_epoch is None and isinstance(self.val_check_interval, float):
@@ -377,6 +388,10 @@ class FitConfig:
                 value = value.total_seconds()
             elif isinstance(value, Mapping):
                 value = {str(k): v for k, v in value.items()}
+            elif isinstance(value, (list, tuple)):
+                value = list(value)
+            elif value is not None and not isinstance(value, (bool, int, float, str)):
+                value = str(value)  # e.g. a Path: checkpoints hold plain values only
             out[field.name] = value
         return out
 

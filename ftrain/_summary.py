@@ -38,7 +38,7 @@ def model_summary(model: Any) -> str:
     Example:
         >>> import torch
         >>> print(model_summary(torch.nn.Sequential(torch.nn.Linear(2, 3))).splitlines()[2])
-          | 0    | Linear | 9      | 0
+        0 | 0    | Linear | 9      | 0
     """
     while isinstance(getattr(model, "module", None), nn.Module):  # unwrap DDP
         model = model.module
