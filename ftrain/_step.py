@@ -121,17 +121,28 @@ _UNSET = object()
 class _Cache:
     """Derived, rebuildable values (never run state): the optimizer's parameter list."""
 
-    __slots__ = ("device_type", "optimizer", "params")
+    __slots__ = ("device_type", "groups", "optimizer", "params")
 
     def __init__(self) -> None:
         # A sentinel, not None: a state without optimizer must reach _setup's check.
         self.optimizer: Any = _UNSET
         self.params: list[torch.Tensor] = []
+        self.groups = 0
         self.device_type = "cpu"
+
+    def stale(self, state: TrainState) -> bool:
+        """Another optimizer, or param groups added since (``add_param_group`` when unfreezing)."""
+        opt = state.optimizer
+        if opt is not self.optimizer:
+            return True
+        if isinstance(opt, torch.optim.Optimizer):
+            return len(opt.param_groups) != self.groups
+        return sum(len(o.param_groups) for o in opt.values()) != self.groups
 
     def refresh(self, state: TrainState) -> None:
         self.optimizer = state.optimizer
         self.params = [p for opt in state.optimizers for g in opt.param_groups for p in g["params"]]
+        self.groups = sum(len(opt.param_groups) for opt in state.optimizers)
         self.device_type = _device_type(state.model)
 
 
@@ -192,7 +203,7 @@ class TrainStep:
 
     def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
         cache = self._cache
-        if cache.optimizer is not state.optimizer:
+        if cache.stale(state):
             self._setup(state)
         model = state.model
         precision = self.precision
