@@ -28,7 +28,9 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
     session.install("ruff>=0.6")
-    paths = [p for p in ("ftrain", "tests", "examples", "benchmarks", "noxfile.py") if os.path.exists(p)]
+    paths = [
+        p for p in ("ftrain", "tests", "examples", "benchmarks", "noxfile.py") if os.path.exists(p)
+    ]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
