@@ -504,6 +504,9 @@ def _fit(
     clock: Callable[[], float],
     dist: DistEnv,
 ) -> FitResult:
+    from .tune._auto import check_fit_tuning, tune_for_fit
+
+    check_fit_tuning(config, train_data, dist.world_size)
     step_fn = _build_step(train_step, config)
     val_fn = _eval_with_precision(val_step, config) if val_step is not None else None
     set_deterministic(config.deterministic, config.benchmark)
@@ -549,6 +552,9 @@ def _fit(
     run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
     if resumed:
         _recover_policies(run, payload)
+    if config.auto_lr_find or config.auto_scale_batch_size not in (None, False):
+        say = bar.print if bar.enabled else print
+        train_data = tune_for_fit(state, step_fn, train_data, config, resumed=resumed, say=say)
     profiler = make_profiler(
         config.profiler, loggers[0].log_dir if loggers and loggers[0].log_dir else root
     )
