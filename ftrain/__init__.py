@@ -8,6 +8,8 @@ smaller ones; ``fit`` drives the fold with Lightning's Trainer controls.
 from . import checkpoint as checkpoint
 from . import cli as cli
 from . import loggers as loggers
+from . import testing as testing
+from . import tune as tune
 from ._callbacks import Callback as Callback
 from ._callbacks import EarlyStopping as EarlyStopping
 from ._callbacks import LearningRateMonitor as LearningRateMonitor
@@ -85,6 +87,8 @@ __all__ = [
     "seed_everything",
     "skip_nonfinite",
     "test",
+    "testing",
     "train_step",
+    "tune",
     "validate",
 ]
