@@ -28,7 +28,7 @@ from torch import nn
 
 from ._precision import Precision, cast_floats, parse_precision
 from ._seed import seed_step
-from ._state import SchedulerConfig, TrainState
+from ._state import SchedulerConfig, TrainState, advance
 
 __all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "custom_step", "eval_step", "train_step"]
 
@@ -88,6 +88,18 @@ def _split_output(out: Any) -> tuple[torch.Tensor, Metrics]:
     )
 
 
+def _backward(loss: torch.Tensor, n: int, scaler: Any) -> None:
+    """``backward()`` of ``loss / n``, scaled by the GradScaler when there is one."""
+    if loss.ndim != 0:
+        raise ValueError(
+            f"loss_fn must return a scalar loss (0-dim tensor), got shape {tuple(loss.shape)}"
+        )
+    scaled = loss / n if n > 1 else loss
+    if scaler is not None:
+        scaled = scaler.scale(scaled)
+    scaled.backward()
+
+
 def _detach_metrics(metrics: Metrics) -> Metrics:
     for key, value in metrics.items():
         if isinstance(value, torch.Tensor) and value.requires_grad:
@@ -121,12 +133,13 @@ _UNSET = object()
 class _Cache:
     """Derived, rebuildable values (never run state): the optimizer's parameter list."""
 
-    __slots__ = ("device_type", "groups", "optimizer", "params")
+    __slots__ = ("device_type", "groups", "optimizer", "optimizers", "params")
 
     def __init__(self) -> None:
         # A sentinel, not None: a state without optimizer must reach _setup's check.
         self.optimizer: Any = _UNSET
         self.params: list[torch.Tensor] = []
+        self.optimizers: list[torch.optim.Optimizer] = []
         self.groups = 0
         self.device_type = "cpu"
 
@@ -141,7 +154,8 @@ class _Cache:
 
     def refresh(self, state: TrainState) -> None:
         self.optimizer = state.optimizer
-        self.params = [p for opt in state.optimizers for g in opt.param_groups for p in g["params"]]
+        self.optimizers = state.optimizers
+        self.params = [p for opt in self.optimizers for g in opt.param_groups for p in g["params"]]
         self.groups = sum(len(opt.param_groups) for opt in state.optimizers)
         self.device_type = _device_type(state.model)
 
@@ -220,36 +234,29 @@ class TrainStep:
         boundary = window_pos == n - 1 or (length is not None and batch_idx + 1 >= length)
 
         seed_step(state.seed, state.micro_step, state.rank, cache.device_type == "cuda")
-        sync = contextlib.nullcontext() if boundary or not _is_ddp(model) else model.no_sync()
         loss_fn = self._compiled if self._compiled is not None else self.loss_fn
-        with sync:
-            with precision.autocast(cache.device_type):
-                loss, metrics = _split_output(loss_fn(model, batch))
-            if loss.ndim != 0:
-                raise ValueError(
-                    f"loss_fn must return a scalar loss (0-dim tensor), got shape {tuple(loss.shape)}"
-                )
-            scaled = loss / n if n > 1 else loss
-            if scaler is not None:
-                scaled = scaler.scale(scaled)
-            scaled.backward()
-        metrics = _detach_metrics(metrics)
+        no_sync = not boundary and _is_ddp(model)
+        if not no_sync and precision.autocast_dtype is None:
+            # The common case needs no context manager: enter none (they cost per step).
+            loss, metrics = _split_output(loss_fn(model, batch))
+            _backward(loss, n, scaler)
+        else:
+            with model.no_sync() if no_sync else contextlib.nullcontext():
+                with precision.autocast(cache.device_type):
+                    loss, metrics = _split_output(loss_fn(model, batch))
+                _backward(loss, n, scaler)
+        if metrics:
+            _detach_metrics(metrics)
         metrics["loss"] = loss.detach()
 
         if not boundary:
-            new = state.replace(micro_step=state.micro_step + 1, batch_idx=batch_idx + 1)
-            if scaler is not state.scaler:
-                new = new.replace(scaler=scaler)
+            new = advance(
+                state, state.step, state.micro_step + 1, batch_idx + 1, scaler, state.extras
+            )
             return new, metrics
 
         extras = self._update(state, scaler, n, window_pos + 1, metrics)
-        new = state.replace(
-            step=state.step + 1,
-            micro_step=state.micro_step + 1,
-            batch_idx=batch_idx + 1,
-            scaler=scaler,
-            extras=extras,
-        )
+        new = advance(state, state.step + 1, state.micro_step + 1, batch_idx + 1, scaler, extras)
         return new, metrics
 
     def _setup(self, state: TrainState) -> None:
@@ -263,7 +270,7 @@ class TrainStep:
 
     def _update(self, state: TrainState, scaler: Any, n: int, seen: int, metrics: Metrics) -> Any:
         params = self._cache.params
-        optimizers = state.optimizers
+        optimizers = self._cache.optimizers
         extras = state.extras
         if seen < n:
             # A short window (epoch end) divided its losses by n: make it an exact mean.

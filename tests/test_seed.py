@@ -96,3 +96,10 @@ def test_seed_step_makes_torch_draws_a_function_of_the_counters() -> None:
     assert torch.equal(torch.rand(4), a)
     seed_step(1, 2, 1, cuda=False)
     assert not torch.equal(torch.rand(4), a)
+
+
+@given(seed=st.integers(min_value=0, max_value=2**32 - 1), micro_step=_ints, rank=_ints)
+def test_seed_step_seeds_with_mix_seed(seed: int, micro_step: int, rank: int) -> None:
+    """seed_step's inlined hash is mix_seed(seed, micro_step, rank), bit for bit."""
+    seed_step(seed, micro_step, rank, cuda=False)
+    assert torch.initial_seed() == ft.mix_seed(seed, micro_step, rank)
