@@ -356,6 +356,13 @@ def _gathers(
         for i in range(start, stop):
             yield t.index_select(0, idx[i * bs : (i + 1) * bs])
         return
+    if all(idx is indices[0] for idx in indices):
+        # One device: slice the batch's indices once for all tensors.
+        idx_all = indices[0]
+        for i in range(start, stop):
+            idx = idx_all[i * bs : (i + 1) * bs]
+            yield tuple([t.index_select(0, idx) for t in tensors])
+        return
     pairs = list(zip(tensors, indices, strict=True))
     for i in range(start, stop):
         s = i * bs

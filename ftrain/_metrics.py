@@ -285,6 +285,8 @@ class MetricCollector:
         self.seen: set[str] = set()
         # Names first logged with explicit options: a later bare value must agree with them.
         self._explicit: set[str] = set()
+        # Names logged bare with the stage's step-only defaults: the per-batch fast path.
+        self._plain: set[str] = set()
 
     def _spec(self, name: str, value: Any) -> _Spec:
         if isinstance(value, Logged):
@@ -318,8 +320,14 @@ class MetricCollector:
     def update(self, metrics: Mapping[str, Any], batch_size: Callable[[], int | None]) -> None:
         """Fold one batch's metrics in. ``batch_size()`` is only called when needed."""
         specs = self.specs
+        plain = self._plain
+        latest = self.latest
         size: int | None = None
         for name, raw in metrics.items():
+            if name in plain and type(raw) is torch.Tensor and raw.numel() == 1:
+                # A training step's usual metric: keep the latest value, nothing else to do.
+                latest[name] = raw
+                continue
             spec = specs.get(name)
             if spec is None or isinstance(raw, Logged) or name in self._explicit:
                 new = self._spec(name, raw)
@@ -327,6 +335,8 @@ class MetricCollector:
                     specs[name] = spec = new
                     if isinstance(raw, Logged):
                         self._explicit.add(name)
+                    elif self.training and not new.on_epoch and not new.metric_object:
+                        plain.add(name)
                     if new.on_epoch and not new.metric_object:
                         self._reducers[name] = reducer(new.reduce_fx)
                         self.acc[name] = self._reducers[name].init()
@@ -451,6 +461,7 @@ class MetricCollector:
             on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only = entry[
                 "spec"
             ]
+            self._plain.discard(name)
             self.specs[name] = _Spec(
                 bool(on_step),
                 bool(on_epoch),
