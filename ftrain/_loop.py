@@ -14,7 +14,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 import attrs
@@ -22,7 +21,7 @@ import torch
 
 from ._callbacks import LearningRateMonitor
 from ._config import FitConfig
-from ._data import batch_size_of, loader_length, move_to_device, prepare_loader
+from ._data import TensorLoader, batch_size_of, loader_length, move_to_device, prepare_loader
 from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
 from ._evaluate import floats, run_eval
@@ -685,6 +684,8 @@ def _fit(
         bar.eval_end(None)
 
     run.call("on_train_start", state=state)
+    profiling = profiler.enabled
+    batch_size = _BatchSize()
     log_every = config.log_every_n_steps
     epoch = state.epoch
     start_batch = state.batch_idx
@@ -763,6 +764,10 @@ def _fit(
                 batch_idx = start_batch
                 start_batch = 0
                 iterator = iter(loader)
+                # A TensorLoader's batches are slices of its tensors: already on the device.
+                batches_on_device = isinstance(loader, TensorLoader) and all(
+                    t.device == device for t in loader.tensors
+                )
                 lookahead = epoch_batches is None
                 pending: Any = _NOTHING
                 if lookahead:
@@ -771,7 +776,8 @@ def _fit(
                 while True:
                     if epoch_batches is not None and batch_idx >= epoch_batches:
                         break
-                    profiler.start("data")
+                    if profiling:
+                        profiler.start("data")
                     if lookahead:
                         batch = pending
                         if batch is _NOTHING:
@@ -787,8 +793,10 @@ def _fit(
                             profiler.stop("data")
                             break
                         is_last = batch_idx + 1 == epoch_batches
-                    batch = move_to_device(batch, device)
-                    profiler.stop("data")
+                    if not batches_on_device:
+                        batch = move_to_device(batch, device)
+                    if profiling:
+                        profiler.stop("data")
                     if run.callbacks and run.call(
                         "on_train_batch_start", state=state, batch=batch, batch_idx=batch_idx
                     ):
@@ -803,17 +811,21 @@ def _fit(
                         and run.lr_monitors[0].interval(state) == "step"
                         else None
                     )
-                    profiler.start("step")
-                    state, metrics = step_fn(state, batch)
-                    profiler.stop("step")
-                    profiler.step()
+                    if profiling:
+                        profiler.start("step")
+                        state, metrics = step_fn(state, batch)
+                        profiler.stop("step")
+                        profiler.step()
+                    else:
+                        state, metrics = step_fn(state, batch)
                     if state.micro_step == 0 or state.batch_idx != batch_idx + 1:
                         raise TypeError(
                             "fit: the train step did not advance state.micro_step/batch_idx; wrap a "
                             "hand-written step with ftrain.custom_step"
                         )
                     stepped = state.step != before
-                    run.train.update(metrics, partial(batch_size_of, batch))
+                    batch_size.batch = batch
+                    run.train.update(metrics, batch_size)
                     if run.callbacks and run.call(
                         "on_train_batch_end",
                         state=state,
@@ -867,7 +879,7 @@ def _fit(
                         validate(state, log_step, epoch)
                         for model in state.models:
                             model.train()
-                    if stepped:
+                    if stepped and run.policies:
                         profiler.start("checkpoint")
                         run.checkpoint_event("train_step", state, loop_extra(state, False))
                         profiler.stop("checkpoint")
@@ -947,6 +959,22 @@ def _fit(
 
 
 _NOTHING = object()
+
+
+class _BatchSize:
+    """``batch_size_of(batch)`` of the current batch, for the collector to call when needed.
+
+    One object for the whole run: the loop sets ``batch`` instead of making a closure
+    per batch.
+    """
+
+    __slots__ = ("batch",)
+
+    def __init__(self) -> None:
+        self.batch: Any = None
+
+    def __call__(self) -> int | None:
+        return batch_size_of(self.batch)
 
 
 def floats_now(values: Mapping[str, Any]) -> dict[str, float]:
