@@ -1,0 +1,154 @@
+"""The examples run end to end with tiny settings, and their central claims hold."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import ftrain as ft
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+if not EXAMPLES.is_dir():
+    pytest.skip("the examples are not part of this tree", allow_module_level=True)
+
+QUIET = ["--enable_progress_bar", "false", "--enable_model_summary", "false"]
+
+
+def run_example(name: str, args: list[str], cwd: Path) -> str:
+    """Run ``examples/<name>`` in a fresh interpreter where warnings are errors."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-W", "error::UserWarning", "-W", "error::RuntimeWarning"]
+    done = subprocess.run(
+        [*command, str(EXAMPLES / name), *args, *QUIET],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), EXAMPLES / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_image_classifier(tmp_path: Path) -> None:
+    """Trains with validation, keeps top-3 by val_loss, and tests the best file."""
+    out = run_example(
+        "image_classifier.py",
+        ["--samples", "160", "--max_epochs", "4", "--log_every_n_steps", "2"],
+        tmp_path,
+    )
+
+    assert "best checkpoint: " in out and "test accuracy of the best checkpoint" in out
+    files = sorted((tmp_path / "runs/shapes/ftrain_logs/version_0/checkpoints").glob("*.ckpt"))
+    assert len(files) == 3
+    best = out.split("best checkpoint: ")[1].split(" (")[0]
+    assert (tmp_path / best).exists()
+
+
+@pytest.mark.slow
+def test_char_lm(tmp_path: Path) -> None:
+    """bf16-mixed, accumulation, clipping and a per-step schedule; prints a sample."""
+    tiny = "--max_epochs 1 --limit_train_batches 4 --limit_val_batches 1 --d_model 16 --layers 1"
+    tiny += " --heads 2 --sample_chars 20 --log_every_n_steps 1"
+    out = run_example("char_lm.py", tiny.split(), tmp_path)
+
+    assert "train_step(lm_loss, accumulate=2, clip_norm=1.0, precision='bf16-mixed')" in out
+    assert "after 2 optimizer steps" in out
+
+
+def test_char_lm_schedule() -> None:
+    """The learning-rate factor warms up linearly, then decays by a cosine to 10%."""
+    factor = load_example("char_lm.py").warmup_cosine(warmup=4, total=20)
+
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(20) == pytest.approx(0.1)
+    assert factor(12) == pytest.approx(0.55)
+
+
+@pytest.mark.slow
+def test_finetune_frozen(tmp_path: Path) -> None:
+    """Only the head trains; the script itself asserts the backbone did not move."""
+    out = run_example(
+        "finetune_frozen.py",
+        ["--max_epochs", "1", "--limit_train_batches", "8", "--log_every_n_steps", "2"],
+        tmp_path,
+    )
+
+    assert "backbone weights and BatchNorm statistics unchanged: True" in out
+
+
+@pytest.mark.slow
+def test_gan(tmp_path: Path) -> None:
+    """Two models and two optimizers in one custom step; one state.step per batch."""
+    out = run_example(
+        "gan.py", ["--max_epochs", "1", "--samples", "640", "--log_every_n_steps", "2"], tmp_path
+    )
+
+    assert "after 10 steps" in out and "checkpoint (both models, both optimizers)" in out
+
+
+def test_gan_step_is_reproducible() -> None:
+    """The noise inside the step comes from (seed, micro_step, rank): replays agree."""
+    from ftrain.testing import check_step
+
+    gan = load_example("gan.py")
+    torch.manual_seed(0)
+    models = {"G": gan.mlp(gan.Z, 2), "D": gan.mlp(2, 1)}
+    optimizers = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    state = ft.TrainState.create(models, optimizers, seed=0)
+
+    metrics = check_step(ft.custom_step(gan.gan_step), state, gan.real_points(16, seed=0))
+
+    assert {"d_loss", "g_loss"} == set(metrics)
+
+
+@pytest.mark.slow
+def test_ensemble_vmap(tmp_path: Path) -> None:
+    """N members train at once and the ensemble is evaluated."""
+    out = run_example(
+        "ensemble_vmap.py",
+        ["--members", "3", "--max_epochs", "1", "--samples", "256", "--log_every_n_steps", "2"],
+        tmp_path,
+    )
+
+    assert "3 members, 4 steps" in out
+
+
+def test_ensemble_equals_members_trained_alone() -> None:
+    """One vmapped step over stacked parameters = each member's own clipped Adam step."""
+    ens = load_example("ensemble_vmap.py")
+    torch.manual_seed(0)
+    members = [ens.member() for _ in range(3)]
+    alone = [(m, torch.optim.Adam(m.parameters(), lr=1e-2)) for m in members]
+    model = ens.Ensemble(members)
+    state = ft.TrainState.create(model, torch.optim.Adam(model.parameters(), lr=1e-2))
+    step = ft.custom_step(ens.ensemble_step(max_norm=0.5))
+    batches = [ens.spirals(32, seed=s) for s in range(3)]
+
+    for x, y in batches:
+        state, _ = step(state, (x, y))
+        for m, opt in alone:
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad()
+
+    for i, (m, _) in enumerate(alone):
+        for stacked, p in zip(state.model.stacked, m.parameters(), strict=True):
+            torch.testing.assert_close(stacked[i], p, rtol=1e-5, atol=1e-6)
