@@ -51,6 +51,15 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; strict: a broken link or docstring fails it."""
+    # mkdocstrings reads ftrain's source statically, so torch is not needed here; the
+    # python blocks of the pages run in the tests session (tests/test_docs.py).
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """The overhead benchmarks: hand-written loop vs ftrain (vs Lightning if installed)."""
     _install(session)
