@@ -97,9 +97,10 @@ def early_stopping_update(
     if not math.isfinite(score):
         return attrs.evolve(state, stopped=True), True
     sign = 1.0 if mode == "min" else -1.0
-    if stopping_threshold is not None and sign * score <= sign * stopping_threshold:
+    # Strict comparisons, as Lightning's monitor_op (torch.lt / torch.gt).
+    if stopping_threshold is not None and sign * score < sign * stopping_threshold:
         return attrs.evolve(state, stopped=True), True
-    if divergence_threshold is not None and sign * score >= sign * divergence_threshold:
+    if divergence_threshold is not None and sign * score > sign * divergence_threshold:
         return attrs.evolve(state, stopped=True), True
     delta = abs(min_delta)
     improved = state.best is None or (
@@ -123,8 +124,8 @@ class EarlyStopping(Callback):
         strict: a missing monitor is an error (True) or a warning (False).
         check_on_train_epoch_end: decide at the training epoch's end instead of after
             validation.
-        stopping_threshold: stop once the metric is at least this good.
-        divergence_threshold: stop once the metric is this bad.
+        stopping_threshold: stop once the metric is better than this.
+        divergence_threshold: stop once the metric is worse than this.
 
     Raises:
         ValueError: a bad mode or patience.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -111,7 +112,10 @@ def _check_val_check_interval(_: Any, attribute: attrs.Attribute[Any], value: An
 def _check_accumulate(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     from ._step import _check_accumulate as check
 
-    check(value)
+    try:
+        check(value)
+    except ValueError as err:  # name the flag, not the combinator
+        raise ValueError(str(err).replace("accumulate:", f"{attribute.name}:", 1)) from None
 
 
 def _check_precision(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -120,7 +124,8 @@ def _check_precision(_: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
 
 def _check_choice(*choices: Any) -> Any:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in choices:
+        # Compared with the type: 1 and 0 are not the choices True and False.
+        if not any(type(value) is type(c) and value == c for c in choices):
             raise ValueError(
                 f"{attribute.name}: unknown value {value!r}; accepted: "
                 + ", ".join(repr(c) for c in choices)
@@ -175,6 +180,14 @@ def _check_deterministic(_: Any, attribute: attrs.Attribute[Any], value: Any) ->
 def _check_profiler(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in (None, "simple", "pytorch"):
         raise ValueError(f"profiler: unknown value {value!r}; accepted: None, 'simple', 'pytorch'")
+
+
+def _check_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{attribute.name} must be a path (str or os.PathLike) or None, "
+            f"got {type(value).__name__} {value!r}"
+        )
 
 
 def _flag(default: Any, help: str, validator: Any = None, cli: bool = True) -> Any:
@@ -280,7 +293,7 @@ class FitConfig:
         None, "Use deterministic algorithms (True, False, 'warn').", _check_deterministic
     )
     default_root_dir: str | None = _flag(
-        None, "Where logs and checkpoints go (default: the working directory)."
+        None, "Where logs and checkpoints go (default: the working directory).", _check_path
     )
     seed: int | None = _flag(
         None, "Run seed (default: the state's seed).", _int_at_least(0, none=True)

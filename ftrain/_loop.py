@@ -558,11 +558,21 @@ def _fit(
         config.profiler, loggers[0].log_dir if loggers and loggers[0].log_dir else root
     )
     state = dist.wrap(state, step_fn)
+    # Each module trains in the mode it had when fit began (a submodule the user froze
+    # with .eval() stays so), as Lightning >= 2.2; evaluation runs restore these modes.
+    train_modes = [(m, m.training) for model in state.models for m in model.modules()]
 
     if dist.is_main and config.enable_model_summary and not fast:
-        bar.print(model_summary(state.model))
+        _say(bar, model_summary(state.model))
 
     max_epochs = config.resolved_max_epochs()
+    if config.max_epochs is None and max_epochs == 1000 and dist.is_main:
+        warnings.warn(
+            "fit: max_epochs was not set, so training stops after 1000 epochs (Lightning's "
+            "default); set max_epochs=-1 to train without an end",
+            UserWarning,
+            stacklevel=3,
+        )
     max_steps = config.resolved_max_steps()
     min_epochs = config.resolved_min_epochs()
     max_seconds = config.max_time_seconds()
@@ -577,14 +587,19 @@ def _fit(
     train_loader_src: Any = None
     val_loader_src: Any = None
 
+    last_val_reload = -1
+
     def current_val_data(epoch: int) -> Any:
-        nonlocal val_loader_src
+        nonlocal val_loader_src, last_val_reload
         if _is_factory(val_data):
+            # Counted apart from the training data's reloads (as Lightning does): the
+            # training factory of the same epoch has already been called.
             if val_loader_src is None or (
                 config.reload_dataloaders_every_n_epochs
-                and epoch - last_reload >= config.reload_dataloaders_every_n_epochs
+                and epoch - last_val_reload >= config.reload_dataloaders_every_n_epochs
             ):
                 val_loader_src = val_data(epoch)
+                last_val_reload = epoch
             return val_loader_src
         return val_data
 
@@ -683,6 +698,8 @@ def _fit(
         )
         bar.eval_end(None)
 
+    # max_time counts from here, as Lightning's Timer: setup and the sanity check are free.
+    run.started = clock()
     run.call("on_train_start", state=state)
     profiling = profiler.enabled
     batch_size = _BatchSize()
@@ -697,14 +714,15 @@ def _fit(
             while True:
                 if is_max_reached(epoch, max_epochs) or is_max_reached(state.step, max_steps):
                     break
+                if max_seconds is not None and run.elapsed() >= max_seconds:
+                    # max_time is a stop request: min_epochs/min_steps hold it off (Lightning).
+                    run.stop_requested = True
                 if run.stop_requested and can_stop_early(
                     epochs_done=epoch,
                     step=state.step,
                     min_epochs=min_epochs,
                     min_steps=config.min_steps,
                 ):
-                    break
-                if max_seconds is not None and run.elapsed() >= max_seconds:
                     break
                 # Data for this epoch.
                 if _is_factory(train_data):
@@ -754,14 +772,14 @@ def _fit(
                 state = state.replace(
                     epoch=epoch, batch_idx=start_batch, epoch_length=epoch_batches
                 )
-                for model in state.models:
-                    model.train()
+                _restore_modes(train_modes)
                 if run.call("on_train_epoch_start", state=state):
                     run.stop_requested = True
                 bar.train_epoch_start(epoch, epoch_batches)
                 if start_batch:
                     bar.skip(start_batch) if hasattr(bar, "skip") else None
                 batch_idx = start_batch
+                first_batch = batch_idx
                 start_batch = 0
                 iterator = iter(loader)
                 # A TensorLoader's batches are slices of its tensors: already on the device.
@@ -877,8 +895,21 @@ def _fit(
                         )
                     ):
                         validate(state, log_step, epoch)
-                        for model in state.models:
-                            model.train()
+                        _restore_modes(train_modes)
+                        # A stop asked for by this validation (early stopping) ends the
+                        # epoch after this batch, as Lightning's should_stop does. The
+                        # metrics are reduced across ranks, so every rank decides alike.
+                        if (
+                            not stopping
+                            and run.stop_requested
+                            and can_stop_early(
+                                epochs_done=epoch,
+                                step=state.step,
+                                min_epochs=min_epochs,
+                                min_steps=config.min_steps,
+                            )
+                        ):
+                            stopping = True
                     if stepped and run.policies:
                         profiler.start("checkpoint")
                         run.checkpoint_event("train_step", state, loop_extra(state, False))
@@ -890,6 +921,17 @@ def _fit(
                 # End of the epoch, also when a limit stopped it mid-way (as Lightning):
                 # the epoch counts as done and a resume starts the next one.
                 if interrupted:
+                    break
+                if batch_idx == first_batch == 0:
+                    # Without this, an exhausted one-shot iterator would spin through
+                    # empty epochs until max_epochs (forever with max_steps alone).
+                    warnings.warn(
+                        f"fit: the training data yielded no batches in epoch {epoch}; stopping. "
+                        "A one-shot iterator (e.g. a generator) is exhausted after one pass: "
+                        "pass a re-iterable object, or a factory epoch -> iterable",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                     break
                 epoch_values = run.train.epoch_values()
                 run.train_epoch_values = epoch_values
@@ -932,7 +974,8 @@ def _fit(
             pass
 
     if interrupted:
-        bar.print(f"Detected {signals.requested}: stopping after the current step and saving")
+        if dist.is_main:
+            _say(bar, f"Detected {signals.requested}: stopping after the current step and saving")
         run.checkpoint_event("interrupt", state, loop_extra(state, False))
     else:
         run.call("on_train_end", state=state)
@@ -953,7 +996,7 @@ def _fit(
         profile=profiler.summary() if profiler.enabled else None,
     )
     if profiler.enabled and dist.is_main:
-        bar.print(profiler.report())
+        _say(bar, profiler.report())
     run.call("on_fit_end", state=result.state, result=result)
     return result
 
@@ -979,6 +1022,19 @@ class _BatchSize:
 
 def floats_now(values: Mapping[str, Any]) -> dict[str, float]:
     return {k: to_float(v) for k, v in values.items()}
+
+
+def _restore_modes(modes: Sequence[tuple[torch.nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+def _say(bar: Any, message: str) -> None:
+    """Show a message (summary, interrupt, profile): above the bars, or printed without them."""
+    if bar.enabled:
+        bar.print(message)
+    else:
+        print(message, flush=True)
 
 
 def _step_epoch_schedulers(state: TrainState, metrics: Mapping[str, float], epoch: int) -> None:

@@ -17,6 +17,7 @@ installed) sets defaults; flags on the command line override it.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -81,6 +82,34 @@ def _int_keys(value: Any) -> Any:
     return value
 
 
+def _parse_text(text: str) -> str | None:
+    """A path or name flag keeps its text ("1" stays a string); None/null is None."""
+    return None if text.strip().lower() in ("none", "null") else text
+
+
+def _text_value(value: Any) -> Any:
+    """A flag value in a form ``parse_value`` (and a JSON config file) reads back."""
+    if isinstance(value, datetime.timedelta):
+        if value.microseconds:
+            return {
+                "days": value.days,
+                "seconds": value.seconds,
+                "microseconds": value.microseconds,
+            }
+        hours, rest = divmod(value.seconds, 3600)
+        return f"{value.days}:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    # By type too: limit_*_batches=1 (one batch) is not the default 1.0 (all of them).
+    return type(value) is type(default) and value == default
+
+
 def _fit_fields() -> list[attrs.Attribute[Any]]:
     return [f for f in attrs.fields(FitConfig) if f.metadata.get("cli", True)]
 
@@ -105,7 +134,7 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default = field.default
         group.add_argument(
             f"--{field.name}",
-            type=parse_value,
+            type=_parse_text if field.type in ("str", "str | None") else parse_value,
             default=argparse.SUPPRESS,
             metavar="VALUE",
             help=f"{field.metadata.get('help', '')} (default: {default!r})",
@@ -185,14 +214,10 @@ def to_argv(config: FitConfig, *, only_changed: bool = True) -> list[str]:
     argv: list[str] = []
     for field in _fit_fields():
         value = getattr(config, field.name)
-        if only_changed and value == field.default:
+        if only_changed and _is_default(value, field.default):
             continue
-        if isinstance(value, (dict, list)):
-            text = json.dumps(
-                {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
-            )
-        else:
-            text = str(value)
+        value = _text_value(value)
+        text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         argv += [f"--{field.name}", text]
     return argv
 
@@ -202,11 +227,8 @@ def dump_config(config: FitConfig, path: str | os.PathLike[str]) -> None:
     changed = {
         f.name: getattr(config, f.name)
         for f in _fit_fields()
-        if getattr(config, f.name) != f.default
+        if not _is_default(getattr(config, f.name), f.default)
     }
-    serial: Mapping[str, Any] = {
-        k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v)
-        for k, v in changed.items()
-    }
+    serial: Mapping[str, Any] = {k: _text_value(v) for k, v in changed.items()}
     with open(path, "w") as f:
         json.dump(dict(serial), f, indent=2, default=str)
