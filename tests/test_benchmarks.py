@@ -1,0 +1,100 @@
+"""The benchmark suite: a quick smoke run writes complete results (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import ftrain as ft
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "benchmarks" / "__main__.py").exists(),
+    reason="the benchmarks/ folder is not beside the tests (installed-wheel run)",
+)
+
+
+@pytest.fixture
+def workloads(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import _workloads
+
+    return _workloads
+
+
+def test_hand_loop_draws_the_tensor_loaders_order(workloads) -> None:
+    """The hand loop's copy of mix_seed and its epoch order equal ftrain's, so both
+    loops see the same batches and their results can be compared bit for bit."""
+    for values in [(0,), (0, 1), (7, 2**40, 3), (2**32 - 1, 2**64 - 1)]:
+        assert workloads.mix_seed(*values) == ft.mix_seed(*values)
+    x, y = torch.arange(10.0), torch.arange(10)
+    loader = ft.TensorLoader(x, y, batch_size=4, seed=workloads.SEED)
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        ours = [b[1].tolist() for b in loader]
+        hand = [b[1].tolist() for b in workloads.hand_batches(x, y, 4, epoch)]
+        assert ours == hand
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_field(tmp_path: Path) -> None:
+    """`python -m benchmarks --quick --workloads tiny` finishes, finds ftrain's results
+    bit-identical to the hand loop's, and writes the JSON and Markdown it promises."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--workloads", "tiny", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert {"cpu", "torch", "torch_threads", "device"} <= set(results["machine"])
+    assert results["machine"]["torch_threads"] == 1
+    imp = results["import"]
+    assert imp["ftrain_over_torch_ms"] > 0 and imp["torch_ms"] > 0
+    assert "tensorboard" not in imp["heavy_modules_imported"]
+    configs = {(w["workload"], w["config"]) for w in results["workloads"]}
+    assert configs == {("tiny", "plain"), ("tiny", "acc_clip_log")}
+    for w in results["workloads"]:
+        variants = w["variants"]
+        assert {"raw", "ftrain", "ftrain_bar"} <= set(variants)
+        assert variants["raw"]["ftrain_imported"] is False
+        for name, v in variants.items():
+            assert v["step_us"] > 0 and v["total_s"] > 0 and v["peak_rss_mib"] > 0
+            if name.startswith("ftrain"):
+                assert v["equal_to_raw"] is True
+                assert {"ratio", "overhead_us", "fixed_ms", "rss_delta_mib"} <= set(v)
+    loader = results["loader"]
+    assert set(loader["per_batch_us"]) == {
+        "TensorLoader",
+        "DataLoader(TensorDataset)",
+        "hand index_select",
+    }
+    assert "fit + TensorLoader" in loader["train_step_us"]
+    table = (out / "results.md").read_text()
+    assert "| tiny | acc_clip_log | ftrain.fit + bar |" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cuda_mode_skips_cleanly_without_a_gpu(tmp_path: Path) -> None:
+    """--device cuda on a machine without CUDA says so and exits 0 without running."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "cuda", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    assert "no CUDA device" in proc.stderr
+    assert not (tmp_path / "results.json").exists()
