@@ -4,7 +4,8 @@ A checkpoint is a plain dict of tensors, numbers and strings, loadable with
 ``torch.load(path, weights_only=True)``: ``model`` is an ordinary ``state_dict``
 (a dict of them for several models), so the weights are readable without ftrain.
 Keys: ``ftrain_format``, ``versions``, ``model``, ``optimizer``, ``scheduler``,
-``scaler``, ``counters``, ``seed``, ``extras``, and what ``fit`` adds: ``loop``
+``scaler``, ``counters``, ``seed``, ``extras``, ``grads`` (gradients accumulated so
+far when saved inside an accumulation window, else absent), and what ``fit`` adds: ``loop``
 (position, elapsed time, logger versions, partial epoch metrics), ``policies``,
 ``callbacks``, ``config`` and ``checkpoint_info``.
 """
@@ -55,6 +56,10 @@ def _versions() -> dict[str, str]:
     return {"ftrain": str(__version__), "torch": str(torch.__version__)}
 
 
+def _grads(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad for n, p in unwrap(module).named_parameters() if p.grad is not None}
+
+
 def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str, Any]:
     """The checkpoint dict of a state (model weights only when ``weights_only``)."""
     payload: dict[str, Any] = {
@@ -76,6 +81,11 @@ def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str,
         payload["scheduler"] = _each(state.scheduler, lambda s: s.state_dict())
         payload["scaler"] = None if state.scaler is None else state.scaler.state_dict()
         payload["extras"] = dict(state.extras)
+        # Inside an accumulation window (an interrupt, a mid-window validation) the
+        # gradients summed so far are part of the state; between windows there are none.
+        grads = _each(state.model, _grads)
+        if any(grads.values()) if isinstance(state.model, Mapping) else bool(grads):
+            payload["grads"] = grads
     return payload
 
 
@@ -175,7 +185,19 @@ def restore(
         scaler.load_state_dict(payload["scaler"])
     changes["scaler"] = scaler
     changes["extras"] = dict(payload.get("extras") or {})
+    grads = payload.get("grads")
+    if isinstance(state.model, nn.Module):
+        _load_grads(state.model, grads)
+    else:
+        for key, module in state.model.items():
+            _load_grads(module, None if grads is None else grads.get(key))
     return state.replace(**changes)
+
+
+def _load_grads(module: nn.Module, grads: Mapping[str, torch.Tensor] | None) -> None:
+    for name, param in unwrap(module).named_parameters():
+        grad = None if grads is None else grads.get(name)
+        param.grad = None if grad is None else grad.to(param.device, param.dtype).clone()
 
 
 def save_checkpoint(

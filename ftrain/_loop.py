@@ -185,6 +185,12 @@ class _Run:
         self.train = MetricCollector("train")
         self.val_values: dict[str, Any] = {}
         self.train_epoch_values: dict[str, Any] = {}
+        # Validation and epoch values of the run a resume continues, as floats; they
+        # count until this run has its own (policies and callbacks see them meanwhile).
+        self.restored_metrics: dict[str, dict[str, float]] = {"val": {}, "epoch": {}}
+        # Rows logged at the highest step so far: a checkpoint at that step stores them
+        # (a resume drops logged rows at steps >= the checkpoint's step, then replays).
+        self.log_tail: list[tuple[dict[str, Any], int]] = []
         self.last_saved: str | None = None
         self.stop_requested = False
         self.logged_hparams = False
@@ -219,13 +225,31 @@ class _Run:
                 out[name] = value
                 if spec.on_epoch and spec.on_step:
                     out[f"{name}_step"] = value
+        out.update(self.epoch_callback_metrics() or self.restored_metrics["epoch"])
+        if self.val_values:
+            for name, (value, _) in self.val_values.items():
+                out[name] = value
+        else:
+            out.update(self.restored_metrics["val"])
+        return out
+
+    def epoch_callback_metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for name, (value, spec) in self.train_epoch_values.items():
             out[name] = value
             if name.endswith("_epoch") and spec.on_step:
                 out[name[: -len("_epoch")]] = value
-        for name, (value, _) in self.val_values.items():
-            out[name] = value
         return out
+
+    def metrics_state(self, step: int) -> dict[str, Any]:
+        """What a checkpoint at ``step`` stores of the logged values (floats only)."""
+        val = {k: v for k, (v, _) in self.val_values.items()}
+        return {
+            "val": floats_now(val) if val else dict(self.restored_metrics["val"]),
+            "epoch": floats_now(self.epoch_callback_metrics())
+            or dict(self.restored_metrics["epoch"]),
+            "log_tail": [{"step": s, "values": v} for v, s in self.log_tail if s >= step],
+        }
 
     def log(self, values: Mapping[str, Any], step: int) -> None:
         if not self.loggers or not values or not self.dist.is_main:
@@ -235,6 +259,9 @@ class _Run:
         self.train.warn_nonfinite(numbers)
         for lg in self.loggers:
             lg.log_metrics(numbers, step)
+        if self.log_tail and self.log_tail[-1][1] < step:
+            self.log_tail.clear()  # steps only grow: no later checkpoint is below ``step``
+        self.log_tail.append((numbers, step))
 
     def log_hparams(self, hparams: Mapping[str, Any]) -> None:
         if self.dist.is_main:
@@ -244,8 +271,14 @@ class _Run:
     # checkpoints --------------------------------------------------------------------
 
     def checkpoint_event(
-        self, stage: str, state: TrainState, extra: Callable[[], dict[str, Any]]
+        self,
+        stage: str,
+        state: TrainState,
+        extra: Callable[[], dict[str, Any]],
+        metrics: Mapping[str, Any] | None = None,
     ) -> None:
+        """Fold one event through the policies; ``metrics``: the values to decide on
+        (default: the current ``callback_metrics``)."""
         if not self.policies:
             return
         from .checkpoint import Event
@@ -259,7 +292,13 @@ class _Run:
             epoch=epoch,
             batch_idx=state.batch_idx,
             elapsed=self.elapsed(),
-            metrics=_LazyFloats({**self.callback_metrics(), "epoch": epoch, "step": state.step}),
+            metrics=_LazyFloats(
+                {
+                    **(self.callback_metrics() if metrics is None else metrics),
+                    "epoch": epoch,
+                    "step": state.step,
+                }
+            ),
         )
         for i, policy in enumerate(self.policies):
             pstate, actions = policy.update(self.policy_states[i], event)
@@ -276,6 +315,11 @@ class _Run:
         dirpath = self.policy_dirs[i]
         saves = [a for a in actions if isinstance(a, Save)]
         deletes = [a for a in actions if isinstance(a, Delete)]
+        if saves and self.dist.is_main:
+            # A resume keeps the logged rows below the checkpoint's step and replays the
+            # rest, so everything logged so far must be on disk before the file commits.
+            for lg in self.loggers:
+                lg.flush()
         for action in saves:
             path = os.path.join(dirpath, action.name)
             if self.dist.is_main:
@@ -358,12 +402,20 @@ def _newest_checkpoint(dirs: list[str]) -> str | None:
         if name.endswith(".ckpt") and not name.startswith(".")
     ]
 
-    def newest_key(path: str) -> tuple[int, float]:
+    def newest_key(path: str) -> tuple[int, int, float]:
         try:
-            info = safe_load(path).get("checkpoint_info") or {}
+            payload = safe_load(path)
         except Exception:  # an unreadable file never wins
-            return (-1, -1.0)
-        return (int(info.get("step", -1)), os.path.getmtime(path))
+            return (-1, -1, -1.0)
+        info = payload.get("checkpoint_info") or {}
+        counters = payload.get("counters") or {}
+        # Batches consumed break ties between files of one optimizer step (a validation
+        # inside an accumulation window saves after the step's own checkpoint).
+        return (
+            int(info.get("step", counters.get("step", -1))),
+            int(counters.get("micro_step", -1)),
+            os.path.getmtime(path),
+        )
 
     return max(candidates, key=newest_key) if candidates else None
 
@@ -546,6 +598,11 @@ def _fit(
         path = _find_ckpt(os.fspath(ckpt_path), _search_dirs(policies, root, loggers), policies)
         if path is not None:
             state, payload = _resume(state, path, run, device)
+            if os.fspath(ckpt_path) in ("last", "best"):
+                # Found by the policies' own rules, the file stays under them (a top-k
+                # file resumed from is evicted when k better ones exist, as without the
+                # restart); only a file named by the user is never deleted.
+                run.resumed_from = None
             extra_loop = payload.get("loop") or {}
             resumed = True
     run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
@@ -612,6 +669,7 @@ def _fit(
                     "epoch_done": epoch_done,
                     "logger_versions": [str(lg.version) for lg in loggers],
                     "train_metrics": run.train.state_dict(),
+                    "metrics": run.metrics_state(st.step),
                 },
                 "policies": list(run.policy_states),
                 "callbacks": {
@@ -632,7 +690,10 @@ def _fit(
         # Called by the bar only when it refreshes: the one place step values sync for it.
         return {**floats_now(run.train.prog_bar_values()), **run.bar_values}
 
-    def validate(st: TrainState, log_step: int, epoch: int) -> None:
+    # Checkpoint events of an epoch's last batch, made after the epoch's end (see below).
+    deferred: list[tuple[str, dict[str, Any]]] = []
+
+    def validate(st: TrainState, log_step: int, epoch: int, defer: bool = False) -> None:
         run.call("on_validation_start", state=st)
         profiler.start("validation")
         data = current_val_data(epoch)
@@ -673,6 +734,10 @@ def _fit(
                 and sched.interval == "epoch"
             ):
                 pass  # plateau schedulers are stepped at the epoch's end with the monitor
+        if defer:
+            if run.policies:
+                deferred.append(("validation_end", run.callback_metrics()))
+            return
         profiler.start("checkpoint")
         run.checkpoint_event("validation_end", st, loop_extra(st, False))
         profiler.stop("checkpoint")
@@ -881,6 +946,12 @@ def _fit(
                         profiler.stop("logging")
                     bar.train_batch_end(batch_idx, train_bar_values)
                     total_batch_idx += 1
+                    # A checkpoint due at the epoch's last batch is written after the
+                    # epoch's end (its logs, callbacks, schedulers): a resume from it then
+                    # starts the next epoch and never logs the epoch's values twice.
+                    ends_epoch = not interrupted and (
+                        is_last or stopping or is_max_reached(state.step, max_steps)
+                    )
                     if (
                         validating
                         and not interrupted
@@ -894,7 +965,7 @@ def _fit(
                             stopping=stopping,
                         )
                     ):
-                        validate(state, log_step, epoch)
+                        validate(state, log_step, epoch, defer=ends_epoch)
                         _restore_modes(train_modes)
                         # A stop asked for by this validation (early stopping) ends the
                         # epoch after this batch, as Lightning's should_stop does. The
@@ -909,8 +980,11 @@ def _fit(
                                 min_steps=config.min_steps,
                             )
                         ):
-                            stopping = True
-                    if stepped and run.policies:
+                            stopping = ends_epoch = True
+                    if stepped and ends_epoch:
+                        if run.policies:
+                            deferred.append(("train_step", run.callback_metrics()))
+                    elif stepped and run.policies:
                         profiler.start("checkpoint")
                         run.checkpoint_event("train_step", state, loop_extra(state, False))
                         profiler.stop("checkpoint")
@@ -957,6 +1031,9 @@ def _fit(
                     bar.train_epoch_end(train_bar_values())
                 state = state.replace(batch_idx=batch_idx)
                 profiler.start("checkpoint")
+                for stage, metrics_then in deferred:
+                    run.checkpoint_event(stage, state, loop_extra(state, True), metrics_then)
+                deferred.clear()
                 run.checkpoint_event("train_epoch_end", state, loop_extra(state, True))
                 profiler.stop("checkpoint")
                 epoch += 1
@@ -1076,10 +1153,19 @@ def _resume(
         key = f"{type(cb).__name__}{i}"
         if key in cb_states and hasattr(cb, "load_state_dict"):
             cb.load_state_dict(cb_states[key])
+    metrics = loop.get("metrics") or {}
+    run.restored_metrics = {
+        "val": dict(metrics.get("val") or {}),
+        "epoch": dict(metrics.get("epoch") or {}),
+    }
     versions = loop.get("logger_versions") or []
-    # Logged x values are step indices below state.step; later ones are replayed.
+    # Logged x values are step indices: the loggers drop what the interrupted run logged
+    # at steps >= state.step, and the rows it had logged there before this checkpoint
+    # (a validation inside an accumulation window logs at state.step) are written again.
     for lg, version in zip(run.loggers, versions, strict=False):
         lg.resume(_version_value(version), state.step)
+    for row in metrics.get("log_tail") or []:
+        run.log(row["values"], int(row["step"]))
     return state, payload
 
 

@@ -43,9 +43,11 @@ Lightning's semantics, and where ftrain differs on purpose:
   is never saved nor ranked (warned once). With ``monitor=None`` files are ranked
   by recency: k=1 keeps the newest only. Every part also keeps its newest file, so
   the newest state it saved is never deleted by its own rule.
-- A monitored or templated metric that is not logged: at ``validation_end`` a
-  :class:`MissingMetricError`; anywhere else the save is put off (warned once) and
-  made at the next event where the metric is logged.
+- A monitored or templated metric that is not logged: at ``validation_end``, and at
+  ``train_epoch_end`` when the part's epoch trigger saves there, a
+  :class:`MissingMetricError` (such a metric will never be logged there); anywhere
+  else the save is put off (warned once) and made at the next event where the
+  metric is logged.
 - ``save_on_exception``: the part also saves at ``interrupt`` and ``fit_end``
   (unless it saved at that step already). This save is not ranked; it is kept while
   it is the part's newest file. It is named by the template when every metric the
@@ -471,17 +473,18 @@ class TopK:
         return versioned(base, taken, _EXT)
 
     def _ranked_save(
-        self, event: Event, files: list[_File], warned: list[str]
+        self, event: Event, files: list[_File], warned: list[str], strict: bool
     ) -> tuple[float | None, bool, bool]:
-        """Returns (score, save?, still pending?) for a due save."""
+        """Returns (score, save?, still pending?) for a due save; ``strict``: a missing
+        metric is an error (it cannot appear later at this kind of point)."""
         missing = [n for n in self.required_metrics if n not in event.metrics]
         if missing:
             available = tuple(sorted(event.metrics))
-            if event.stage == "validation_end":
+            if strict:
                 raise MissingMetricError(
                     f"checkpoint policy {self.kind!r} needs {missing[0]!r} (monitor="
                     f"{self.monitor!r}, filename={self.filename!r}), which was not logged by "
-                    f"validation end; logged metrics: {list(available)}",
+                    f"{event.stage.replace('_', ' ')}; logged metrics: {list(available)}",
                     missing=missing[0],
                     available=available,
                     template=self.filename,
@@ -544,9 +547,14 @@ class TopK:
         if event.step == last_step:
             pending = False  # this state is on disk already
         elif self.save_top_k != 0:
-            due = pending or (event.stage != "interrupt" and self.trigger.fires(event, since))
-            if due and event.stage != "interrupt":
-                score, ok, pending = self._ranked_save(event, files, warned)
+            fires = event.stage != "interrupt" and self.trigger.fires(event, since)
+            if (pending or fires) and event.stage != "interrupt":
+                # An epoch trigger's own point at the training epoch's end comes after
+                # that epoch's validation: what is missing there is never logged.
+                strict = event.stage == "validation_end" or (
+                    fires and event.stage == "train_epoch_end"
+                )
+                score, ok, pending = self._ranked_save(event, files, warned, strict)
                 if ok:
                     save(self.filename, score)
         if (
