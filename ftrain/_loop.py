@@ -281,6 +281,10 @@ class _Run:
         (default: the current ``callback_metrics``)."""
         if not self.policies:
             return
+        if stage == "train_step" and not any(
+            p.may_act(s, stage) for p, s in zip(self.policies, self.policy_states, strict=True)
+        ):
+            return  # the per-step fast path: no event, no metric mapping built
         from .checkpoint import Event
 
         # One epoch convention throughout: the epoch of the last trained batch (at an

@@ -707,6 +707,25 @@ class Policy:
             )
         return parts
 
+    def may_act(self, pstate: Mapping[str, Any], stage: str) -> bool:
+        """Whether ``update`` could return any action at an event of ``stage``.
+
+        A cheap, conservative check the driver makes before building an event: after
+        each optimizer step ("train_step") only step or time triggers, or a save put
+        off earlier, can act. Other stages always return True.
+        """
+        if stage != "train_step":
+            return True
+        for part, part_state in zip(self.parts, pstate["parts"], strict=True):
+            trigger = part.trigger
+            if part_state.get("pending"):
+                return True
+            if trigger is not None and (
+                trigger.every_n_train_steps > 0 or trigger.train_time_interval is not None
+            ):
+                return True
+        return False
+
     def update(
         self, pstate: Mapping[str, Any], event: Event
     ) -> tuple[dict[str, Any], list[Save | Delete]]:
