@@ -136,6 +136,11 @@ def restore(
     """
     path = str(checkpoint) if not isinstance(checkpoint, Mapping) else "<checkpoint>"
     payload = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(path)
+    if payload.get("sharded") is not None:
+        raise CheckpointError(
+            f"{path}: a sharded (FSDP) checkpoint, its weights are in the folder "
+            f"{payload['sharded']!r} beside it; resume it with fit(strategy='fsdp')"
+        )
     weights = payload["model"]
     if isinstance(state.model, nn.Module):
         _load_model(state.model, weights, path, "model")

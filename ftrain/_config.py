@@ -182,6 +182,19 @@ def _check_profiler(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None
         raise ValueError(f"profiler: unknown value {value!r}; accepted: None, 'simple', 'pytorch'")
 
 
+def _check_positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{attribute.name} must be a number of seconds > 0, got {value!r}")
+
+
+def _check_callable_or_none(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{attribute.name} must be a function module -> submodules, or None, "
+            f"got {type(value).__name__}"
+        )
+
+
 def _check_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise TypeError(
@@ -316,6 +329,26 @@ class FitConfig:
     process_timeout: float = _flag(
         300.0,
         "Seconds before a distributed collective gives up (a dead or hung rank ends the job).",
+        _check_positive,
+    )
+    process_group_backend: str | None = _flag(
+        None,
+        "torch.distributed backend: 'gloo' or 'nccl' (None: nccl on CUDA, gloo on the CPU).",
+        _check_choice(None, "gloo", "nccl"),
+    )
+    agree_every_n_batches: int = _flag(
+        10,
+        "Distributed runs: ranks agree on stop requests (signals, max_time, callbacks) every "
+        "N batches and at each epoch start; 1 = every batch, as Lightning (one collective "
+        "per batch).",
+        _int_at_least(1),
+    )
+    fsdp_policy: Any = _flag(
+        None,
+        "strategy='fsdp': a function module -> the submodules to shard, each on its own "
+        "(default: the top-level children that hold parameters); the root is sharded last.",
+        _check_callable_or_none,
+        cli=False,
     )
     use_distributed_sampler: bool = _flag(
         True, "Shard map-style data across ranks.", _check_choice(True, False)

@@ -65,23 +65,24 @@ def run_eval(
     max_batches: int | None = None,
     inference: bool = False,
     on_batch: Callable[[int], None] | None = None,
-    reduce: Callable[[dict[str, tuple[Any, Any]]], dict[str, tuple[Any, Any]]] | None = None,
+    reduce: Callable[[MetricCollector], None] | None = None,
     use_sampler: bool = True,
 ) -> tuple[dict[str, Any], MetricCollector, int]:
     """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
 
     Epoch values map logger names to ``(value, spec)``; values stay on the device.
+    ``reduce(collector)`` combines the epoch accumulators of all processes first.
     """
     collector = MetricCollector(stage)
-    length = loader_length(data)
+    loader = prepare_loader(
+        data, seed=seed, epoch=epoch, rank=rank, world_size=world_size if use_sampler else 1
+    )
+    length = loader_length(loader)  # this rank's shard
     n = limit_batches(length, limit, f"limit_{'val' if stage == 'validate' else stage}_batches")
     if max_batches is not None:
         n = max_batches if n is None else min(n, max_batches)
     if n == 0:
         return {}, collector, 0
-    loader = prepare_loader(
-        data, seed=seed, epoch=epoch, rank=rank, world_size=world_size if use_sampler else 1
-    )
     grad = torch.inference_mode() if inference else torch.no_grad()
     count = 0
     with eval_mode(state), grad:
@@ -94,9 +95,9 @@ def run_eval(
             count += 1
             if on_batch is not None:
                 on_batch(count)
-    values = collector.epoch_values()
     if reduce is not None:
-        values = reduce(values)
+        reduce(collector)  # across processes, on the sums and weights before finalizing
+    values = collector.epoch_values()
     return values, collector, count
 
 

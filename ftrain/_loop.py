@@ -312,10 +312,11 @@ class _Run:
     def apply_actions(
         self, i: int, actions: Sequence[Any], state: TrainState, extra: Callable[[], dict[str, Any]]
     ) -> None:
-        from ._checkpointing import state_payload
         from .checkpoint import Delete, Save
-        from .checkpoint._io import atomic_save
 
+        # Under FSDP every rank writes its shard, so every rank carries out rank 0's
+        # decision; otherwise rank 0 alone writes and no collective is needed.
+        actions = self.dist.share_actions(list(actions))
         dirpath = self.policy_dirs[i]
         saves = [a for a in actions if isinstance(a, Save)]
         deletes = [a for a in actions if isinstance(a, Delete)]
@@ -326,18 +327,17 @@ class _Run:
                 lg.flush()
         for action in saves:
             path = os.path.join(dirpath, action.name)
-            if self.dist.is_main:
-                payload = state_payload(state, weights_only=self.policies[i].save_weights_only)
-                payload.update(extra())
-                payload["checkpoint_info"] = action.info.to_dict()
-                atomic_save(payload, path)
+            self.dist.save_checkpoint(
+                state,
+                path,
+                lambda a=action: {**extra(), "checkpoint_info": a.info.to_dict()},
+                weights_only=self.policies[i].save_weights_only,
+            )
             self.last_saved = path
-        self.dist.barrier()
-        if self.dist.is_main:
-            for deletion in deletes:
-                path = os.path.join(dirpath, deletion.name)
-                if os.path.exists(path) and path != self.resumed_from:
-                    os.remove(path)
+        for deletion in deletes:
+            path = os.path.join(dirpath, deletion.name)
+            if path != self.resumed_from:
+                self.dist.remove_checkpoint(path)
 
     resumed_from: str | None = None
 
@@ -575,7 +575,8 @@ def _fit(
 
     from .loggers import as_loggers
 
-    loggers = [] if fast else as_loggers(logger, root)
+    # Ranks other than 0 get mirrors: rank 0's folders, no writes.
+    loggers = [] if fast else dist.loggers(as_loggers(logger, root))
     policies = _resolve_policies(checkpoint, config, config.enable_checkpointing and not fast)
     validating = val_fn is not None and val_data is not None and config.limit_val_batches != 0
     # Lightning's rule for epoch-triggered saves: at the training epoch's end unless
@@ -595,11 +596,22 @@ def _fit(
 
     # Device and resume, before anything resolves a logger's version directory ---------
     _move_state(state, device)
+    if dist.is_main and config.enable_model_summary and not fast:
+        _say(bar, model_summary(state.model))
+    # Wrapped before the resume: an FSDP model loads its shards once sharded.
+    state = dist.wrap(state, step_fn)
+    # Each module trains in the mode it had when fit began (a submodule the user froze
+    # with .eval() stays so), as Lightning >= 2.2; evaluation runs restore these modes.
+    train_modes = [(m, m.training) for model in state.models for m in model.modules()]
     resumed = False
     extra_loop: Mapping[str, Any] = {}
     payload: Mapping[str, Any] = {}
+    if ckpt_path is None and dist.restarted:
+        ckpt_path = "last"  # a worker group restarted by torchrun resumes by itself
     if ckpt_path is not None:
-        path = _find_ckpt(os.fspath(ckpt_path), _search_dirs(policies, root, loggers), policies)
+        dirs = _search_dirs(policies, root, loggers)
+        # Rank 0 picks the file; every rank loads it.
+        path = dist.share(lambda: _find_ckpt(os.fspath(ckpt_path), dirs, policies))
         if path is not None:
             state, payload = _resume(state, path, run, device)
             if os.fspath(ckpt_path) in ("last", "best"):
@@ -609,6 +621,7 @@ def _fit(
                 run.resumed_from = None
             extra_loop = payload.get("loop") or {}
             resumed = True
+    dist.share_logger_dirs(loggers)
     run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
     if resumed:
         _recover_policies(run, payload)
@@ -618,13 +631,6 @@ def _fit(
     profiler = make_profiler(
         config.profiler, loggers[0].log_dir if loggers and loggers[0].log_dir else root
     )
-    state = dist.wrap(state, step_fn)
-    # Each module trains in the mode it had when fit began (a submodule the user froze
-    # with .eval() stays so), as Lightning >= 2.2; evaluation runs restore these modes.
-    train_modes = [(m, m.training) for model in state.models for m in model.modules()]
-
-    if dist.is_main and config.enable_model_summary and not fast:
-        _say(bar, model_summary(state.model))
 
     max_epochs = config.resolved_max_epochs()
     if config.max_epochs is None and max_epochs == 1000 and dist.is_main:
@@ -783,10 +789,24 @@ def _fit(
             while True:
                 if is_max_reached(epoch, max_epochs) or is_max_reached(state.step, max_steps):
                     break
-                if max_seconds is not None and run.elapsed() >= max_seconds:
+                # Every rank agrees here, after the epoch-end callbacks (early stopping);
+                # max_time is rank 0's clock.
+                signalled, request, timed_out = dist.agree(
+                    (
+                        signals.requested is not None,
+                        run.stop_requested,
+                        dist.is_main and max_seconds is not None and run.elapsed() >= max_seconds,
+                    ),
+                    state.micro_step,
+                    now=True,
+                )
+                if signalled:
+                    interrupted = True
+                    break
+                if timed_out:
                     # max_time is a stop request: min_epochs/min_steps hold it off (Lightning).
-                    run.stop_requested = True
-                if run.stop_requested and can_stop_early(
+                    run.stop_requested = request = True
+                if request and can_stop_early(
                     epochs_done=epoch,
                     step=state.step,
                     min_epochs=min_epochs,
@@ -802,7 +822,16 @@ def _fit(
                     source = train_loader_src
                 else:
                     source = train_data
-                length = loader_length(source)
+                loader = prepare_loader(
+                    source,
+                    seed=seed,
+                    epoch=epoch,
+                    skip_batches=start_batch,
+                    rank=dist.rank,
+                    world_size=dist.world_size if config.use_distributed_sampler else 1,
+                )
+                # The length of this rank's shard (the prepared loader's), not the dataset's.
+                length = loader_length(loader)
                 epoch_batches = limit_batches(length, config.limit_train_batches)
                 if fast:
                     epoch_batches = fast if epoch_batches is None else min(epoch_batches, fast)
@@ -820,6 +849,7 @@ def _fit(
                     not run.warned_few_batches
                     and epoch_batches is not None
                     and loggers
+                    and dist.is_main
                     and epoch_batches < log_every
                     and max_steps == -1
                 ):
@@ -830,14 +860,6 @@ def _fit(
                         RuntimeWarning,
                         stacklevel=2,
                     )
-                loader = prepare_loader(
-                    source,
-                    seed=seed,
-                    epoch=epoch,
-                    skip_batches=start_batch,
-                    rank=dist.rank,
-                    world_size=dist.world_size if config.use_distributed_sampler else 1,
-                )
                 state = state.replace(
                     epoch=epoch, batch_idx=start_batch, epoch_length=epoch_batches
                 )
@@ -921,12 +943,22 @@ def _fit(
                         batch_idx=batch_idx,
                     ):
                         run.stop_requested = True
-                    # A stop request (signal, time, callback) ends the run after this batch.
-                    if signals.requested is not None:
+                    # A stop request (signal, time, callback) ends the run after this batch;
+                    # across processes, after the first batch where the ranks agree on it
+                    # (every agree_every_n_batches batches; max_time is rank 0's clock).
+                    signalled, request, timed_out = dist.agree(
+                        (
+                            signals.requested is not None,
+                            run.stop_requested,
+                            dist.is_main
+                            and max_seconds is not None
+                            and run.elapsed() >= max_seconds,
+                        ),
+                        state.micro_step,
+                    )
+                    if signalled:
                         interrupted = True
-                    timed_out = max_seconds is not None and run.elapsed() >= max_seconds
-                    request = run.stop_requested or timed_out
-                    request = dist.agree(request, state.step) if dist.world_size > 1 else request
+                    request = request or timed_out
                     stopping = interrupted or (
                         request
                         and can_stop_early(
@@ -1011,6 +1043,7 @@ def _fit(
                         stacklevel=3,
                     )
                     break
+                dist.reduce_epoch_values(run.train)  # sync_dist sums and weights, all ranks
                 epoch_values = run.train.epoch_values()
                 run.train_epoch_values = epoch_values
                 end_log_step = max(state.step - 1, 0)
@@ -1018,7 +1051,6 @@ def _fit(
                 if run.lr_monitors and run.lr_monitors[0].interval(state) == "epoch":
                     logged.update(run.lr_monitors[0].learning_rates(state))
                 if logged:
-                    logged = dist.reduce_epoch_logged(logged, epoch_values)
                     run.log({**logged, "epoch": epoch}, end_log_step)
                 cb_numbers = _LazyFloats(run.callback_metrics())
                 if run.call("on_train_epoch_end", state=state, metrics=cb_numbers):
@@ -1139,7 +1171,7 @@ def _resume(
     state: TrainState, path: str, run: _Run, device: torch.device
 ) -> tuple[TrainState, Mapping[str, Any]]:
     """Restore the state, clock, metric accumulators, callbacks and logger versions."""
-    from ._checkpointing import load_checkpoint, restore
+    from ._checkpointing import load_checkpoint
 
     payload = load_checkpoint(path, map_location=device)
     if payload.get("weights_only"):
@@ -1147,11 +1179,14 @@ def _resume(
             f"{path}: the checkpoint holds only the model weights (save_weights_only=True); "
             "it cannot resume a run. Load it with ft.restore(state, path) instead"
         )
-    state = restore(state, payload)
+    state = run.dist.restore(state, payload, path)
     loop = payload.get("loop") or {}
     run.elapsed_before = float(loop.get("elapsed", 0.0))
     run.resumed_from = path
-    run.train.load_state_dict(loop.get("train_metrics") or {})
+    if run.dist.is_main:
+        # Rank 0's partial epoch sums; loaded on every rank they would count twice
+        # when sync_dist reduces them.
+        run.train.load_state_dict(loop.get("train_metrics") or {})
     cb_states = payload.get("callbacks") or {}
     for i, cb in enumerate(run.callbacks):
         key = f"{type(cb).__name__}{i}"
@@ -1182,7 +1217,8 @@ def _recover_policies(run: _Run, payload: Mapping[str, Any]) -> None:
         d = run.policy_dirs[i]
         infos = []
         if os.path.isdir(d):
-            clean_temp_files(d)
+            if run.dist.is_main:
+                clean_temp_files(d)
             infos = list_checkpoints(d)
         previous = saved[i] if i < len(saved) else None
         run.policy_states[i] = policy.recover(previous, infos)
