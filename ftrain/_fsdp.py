@@ -69,7 +69,7 @@ def shard(state: TrainState, step: Any, env: Any) -> TrainState:
             if new is None:
                 continue
             opt.state[new] = {
-                k: distribute_tensor(v.to(new.device), mesh, new.placements)
+                k: distribute_tensor(v.to(new.device), mesh, new.placements)  # type: ignore[attr-defined]
                 if isinstance(v, torch.Tensor) and v.shape == old.shape and v.dim() > 0
                 else v
                 for k, v in opt.state.pop(old).items()
@@ -198,7 +198,7 @@ def unshard(state: TrainState) -> TrainState:
     for name, old in old_params.items():
         owner_name, _, leaf = name.rpartition(".")
         owner = model.get_submodule(owner_name)
-        new = nn.Parameter(full[name].detach().clone(), requires_grad=old.requires_grad)
+        new = nn.Parameter(full[name].detach().clone(), requires_grad=old.requires_grad)  # type: ignore[union-attr]
         owner._parameters[leaf] = new
         new_of[id(old)] = new
     for opt, states in zip(state.optimizers, optim_states, strict=True):
@@ -206,7 +206,7 @@ def unshard(state: TrainState) -> TrainState:
         for group in opt.param_groups:
             group["params"] = [new_of.get(id(p), p) for p in group["params"]]
         for old_id, s in states.items():
-            new = new_of.get(old_id)
-            if new is not None:
-                opt.state[new] = s
+            adopted = new_of.get(old_id)
+            if adopted is not None:
+                opt.state[adopted] = s
     return state

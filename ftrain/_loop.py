@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -330,7 +331,7 @@ class _Run:
             self.dist.save_checkpoint(
                 state,
                 path,
-                lambda a=action: {**extra(), "checkpoint_info": a.info.to_dict()},
+                partial(_with_info, extra, action.info),
                 weights_only=self.policies[i].save_weights_only,
             )
             self.last_saved = path
@@ -348,6 +349,10 @@ class _Run:
             if b is not None and best is None:
                 best = os.path.join(self.policy_dirs[i], b)
         return best, self.last_saved or last
+
+
+def _with_info(extra: Callable[[], dict[str, Any]], info: Any) -> dict[str, Any]:
+    return {**extra(), "checkpoint_info": info.to_dict()}
 
 
 def _resolve_policies(checkpoint: Any, config: FitConfig, enabled: bool) -> list[Any]:
