@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import griffe
+try:
+    import griffe
+
+    _Extension: Any = griffe.Extension
+except ModuleNotFoundError:  # the pure function below is tested without the docs tools
+    _Extension = object
 
 _FENCE = "```"
 
@@ -40,9 +45,9 @@ def fence_doctests(text: str) -> str:
     return "\n".join(out)
 
 
-class DoctestBlocks(griffe.Extension):
+class DoctestBlocks(_Extension):
     """Fence the doctests of every docstring griffe loads."""
 
-    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+    def on_instance(self, *, obj: Any, **kwargs: Any) -> None:
         if obj.docstring is not None and ">>>" in obj.docstring.value:
             obj.docstring.value = fence_doctests(obj.docstring.value)
