@@ -29,6 +29,7 @@ from ._evaluate import predict as predict
 from ._evaluate import test as test
 from ._evaluate import validate as validate
 from ._loop import FitResult as FitResult
+from ._loop import estimated_stepping_batches as estimated_stepping_batches
 from ._loop import fit as fit
 from ._metrics import Logged as Logged
 from ._metrics import log as log
@@ -72,6 +73,7 @@ __all__ = [
     "clip_grad_value",
     "compile",
     "custom_step",
+    "estimated_stepping_batches",
     "eval_step",
     "fit",
     "load_checkpoint",

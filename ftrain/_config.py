@@ -321,6 +321,22 @@ class FitConfig:
     enable_checkpointing: bool = _flag(
         True, "Save checkpoints (default policy: newest epoch).", _check_choice(True, False)
     )
+    barebones: bool = _flag(
+        False,
+        "Turn off everything that is not training: progress bar, model summary, loggers, "
+        "checkpoints, sanity validation.",
+        _check_choice(True, False),
+    )
+    detect_anomaly: bool = _flag(
+        False,
+        "Run autograd's anomaly detection (slow; names the op that made a NaN).",
+        _check_choice(True, False),
+    )
+    sync_batchnorm: bool = _flag(
+        False,
+        "Synchronise BatchNorm statistics across processes (DDP).",
+        _check_choice(True, False),
+    )
     profiler: str | None = _flag(
         None,
         "None, 'simple' (time per phase) or 'pytorch' (torch.profiler trace).",
@@ -366,6 +382,18 @@ class FitConfig:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.barebones:
+            clash = [
+                name
+                for name, on in (
+                    ("fast_dev_run", bool(self.fast_dev_run)),
+                    ("detect_anomaly", self.detect_anomaly),
+                    ("profiler", self.profiler is not None),
+                )
+                if on
+            ]
+            if clash:
+                raise ValueError(f"barebones=True cannot be combined with {', '.join(clash)}")
         if self.check_val_every_n_epoch is None and isinstance(self.val_check_interval, float):
             raise ValueError(
                 "check_val_every_n_epoch=None needs an int val_check_interval (batches across "

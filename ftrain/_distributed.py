@@ -213,6 +213,12 @@ class _Group(DistEnv):
         self.fsdp_policy = config.fsdp_policy
         self.token = ""  # names the shard folders of the current FSDP save
         self.every = config.agree_every_n_batches
+        self.sync_batchnorm = config.sync_batchnorm
+        if self.sync_batchnorm and accelerator != "cuda":
+            raise ValueError(
+                "sync_batchnorm=True needs accelerator='cuda': torch's SyncBatchNorm runs on "
+                f"GPU modules only (this run uses {accelerator!r})"
+            )
         self.accelerator = accelerator
         timeout = timedelta(seconds=config.process_timeout)
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
@@ -285,6 +291,9 @@ class _Group(DistEnv):
         device_ids = [self.local_rank] if self.accelerator == "cuda" else None
 
         def ddp(module: torch.nn.Module) -> torch.nn.Module:
+            if self.sync_batchnorm:
+                # Reuses the same Parameter and buffer objects: the optimizer stays valid.
+                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
             if not any(p.requires_grad for p in module.parameters()):
                 return module  # nothing to synchronize (DDP refuses such a module)
             return DistributedDataParallel(module, device_ids=device_ids)

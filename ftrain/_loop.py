@@ -54,9 +54,11 @@ class FitResult:
             ``callback_metrics``), read by checkpoint policies and early stopping.
         best_checkpoint: path of the best checkpoint (the newest when nothing is
             monitored), or None without checkpointing.
+        best_model_score: the monitored value of ``best_checkpoint`` (Lightning's
+            ``best_model_score``), or None when nothing is monitored.
         last_checkpoint: path of the newest checkpoint written, or None.
-        interrupted: True when SIGINT/SIGTERM or a time limit... only signals set it:
-            the run was stopped by SIGINT or SIGTERM and ended cleanly.
+        interrupted: the run was stopped by SIGINT or SIGTERM and ended cleanly
+            (a resumable checkpoint was written when checkpointing is on).
         log_dir: the first logger's version directory, if any.
         profile: per-phase timings when ``profiler="simple"``.
     """
@@ -64,6 +66,7 @@ class FitResult:
     state: TrainState
     metrics: dict[str, float]
     best_checkpoint: str | None = None
+    best_model_score: float | None = None
     last_checkpoint: str | None = None
     interrupted: bool = False
     log_dir: str | None = None
@@ -342,13 +345,14 @@ class _Run:
 
     resumed_from: str | None = None
 
-    def best_and_last(self) -> tuple[str | None, str | None]:
-        best = last = None
+    def best_and_last(self) -> tuple[str | None, float | None, str | None]:
+        """The first policy's best file and score, and the newest file written."""
         for i, policy in enumerate(self.policies):
-            b = policy.best(self.policy_states[i])
-            if b is not None and best is None:
-                best = os.path.join(self.policy_dirs[i], b)
-        return best, self.last_saved or last
+            name = policy.best(self.policy_states[i])
+            if name is not None:
+                score = policy.best_score(self.policy_states[i])
+                return os.path.join(self.policy_dirs[i], name), score, self.last_saved
+        return None, None, self.last_saved
 
 
 def _with_info(extra: Callable[[], dict[str, Any]], info: Any) -> dict[str, Any]:
@@ -529,6 +533,19 @@ def fit(
             config=config,
             clock=clock,
         )
+    if config.barebones:
+        if logger not in (True, False, None):
+            raise ValueError("fit: barebones=True runs without loggers; do not pass logger=")
+        config = config.replace(
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+        )
+        logger = False
+    anomaly = torch.is_anomaly_enabled()
+    if config.detect_anomaly:
+        torch.autograd.set_detect_anomaly(True)
     try:
         return _fit(
             state,
@@ -546,6 +563,7 @@ def fit(
             dist,
         )
     finally:
+        torch.autograd.set_detect_anomaly(anomaly)
         dist.teardown()
 
 
@@ -1102,12 +1120,13 @@ def _fit(
     profiler.close()
     for lg in loggers:
         lg.finalize("interrupted" if interrupted else "success")
-    best, last = run.best_and_last()
+    best, best_score, last = run.best_and_last()
     numbers = {k: v for k, v in _LazyFloats(run.callback_metrics()).items()}
     result = FitResult(
         state=dist.unwrap(state),
         metrics=dict(numbers),
         best_checkpoint=best,
+        best_model_score=best_score,
         last_checkpoint=last,
         interrupted=interrupted,
         log_dir=loggers[0].log_dir if loggers else None,
@@ -1231,3 +1250,46 @@ def _recover_policies(run: _Run, payload: Mapping[str, Any]) -> None:
 
 def _version_value(version: str) -> int | str:
     return int(version) if version.isdigit() else version
+
+
+def estimated_stepping_batches(
+    train_data: Iterable[Any],
+    *,
+    world_size: int = 1,
+    config: FitConfig | None = None,
+    **flags: Any,
+) -> float:
+    """Optimizer steps ``fit`` will take on ``train_data`` with these flags.
+
+    Lightning's ``trainer.estimated_stepping_batches``, as a function to call before
+    ``fit`` (e.g. for ``OneCycleLR(total_steps=...)``): batches per epoch after
+    ``limit_train_batches`` and sharding over ``world_size`` processes, divided into
+    accumulation windows, times ``max_epochs``, capped by ``max_steps``.
+
+    Returns:
+        The number of steps, or ``inf`` for unsized data or an unbounded run.
+
+    Example:
+        >>> import torch
+        >>> import ftrain
+        >>> data = ftrain.TensorLoader(torch.zeros(100, 2), batch_size=10)
+        >>> estimated_stepping_batches(data, max_epochs=3, accumulate_grad_batches=4)
+        9
+    """
+    from ._schedules import estimated_stepping_batches as estimate
+
+    config = (config or FitConfig()).replace(**flags) if flags else (config or FitConfig())
+    length = loader_length(train_data)
+    if length is not None and world_size > 1:
+        length = -(-length // world_size)
+    batches = limit_batches(length, config.limit_train_batches)
+    if config.fast_dev_batches:
+        batches = (
+            config.fast_dev_batches if batches is None else min(batches, config.fast_dev_batches)
+        )
+    return estimate(
+        batches,
+        config.accumulate_grad_batches,
+        config.resolved_max_epochs(),
+        config.resolved_max_steps(),
+    )

@@ -8,6 +8,7 @@ plain numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 __all__ = [
     "can_stop_early",
@@ -202,11 +203,30 @@ class EveryPredicate:
 
 
 def estimated_stepping_batches(
-    epoch_batches: int | None, accumulate: int, max_epochs: int, max_steps: int
+    epoch_batches: int | None,
+    accumulate: int | Mapping[int, int],
+    max_epochs: int,
+    max_steps: int,
 ) -> float:
-    """Total optimizer steps the run will take (Lightning's estimate), ``inf`` if unbounded."""
-    if max_steps != -1:
-        return max_steps
+    """Total optimizer steps a run will take (Lightning's estimate), ``inf`` if unbounded.
+
+    Each epoch takes ``ceil(epoch_batches / n)`` steps (a short last window steps too),
+    with ``n`` from an ``{epoch: n}`` schedule where one is given; ``max_steps`` caps it.
+
+    Example:
+        >>> estimated_stepping_batches(10, 4, max_epochs=3, max_steps=-1)
+        9
+        >>> estimated_stepping_batches(10, {0: 1, 2: 5}, max_epochs=3, max_steps=15)
+        15
+    """
     if epoch_batches is None or max_epochs == -1:
-        return math.inf
-    return math.ceil(epoch_batches / accumulate) * max_epochs
+        return math.inf if max_steps == -1 else max_steps
+    total = 0
+    schedule = dict(accumulate) if isinstance(accumulate, Mapping) else {0: accumulate}
+    for epoch in range(max_epochs):
+        n = 1
+        for start in sorted(schedule):
+            if epoch >= start:
+                n = schedule[start]
+        total += math.ceil(epoch_batches / n)
+    return total if max_steps == -1 else min(total, max_steps)

@@ -94,6 +94,9 @@ BAD_VALUES = [
     ("enable_checkpointing", None, ValueError, "enable_checkpointing: unknown value None"),
     ("profiler", "advanced", ValueError, "profiler: unknown value 'advanced'; accepted: None, 'simple', 'pytorch'"),
     ("use_distributed_sampler", 0, ValueError, "use_distributed_sampler: unknown value 0"),
+    ("barebones", "yes", ValueError, "barebones: unknown value 'yes'; accepted: True, False"),
+    ("detect_anomaly", 1, ValueError, "detect_anomaly: unknown value 1; accepted: True, False"),
+    ("sync_batchnorm", None, ValueError, "sync_batchnorm: unknown value None"),
 ]  # fmt: skip
 
 
