@@ -201,11 +201,30 @@ def flatten_params(
 
 
 def save_hparams_json(log_dir: str, params: Mapping[str, Any]) -> None:
-    """Write ``params`` to ``log_dir/hparams.json``, stringifying what JSON cannot hold."""
+    """Write ``params`` to ``log_dir/hparams.json`` and ``hparams.yaml`` (Lightning's file).
+
+    Values JSON cannot hold are stringified. The YAML is written without a YAML
+    library: every scalar as a JSON scalar (valid YAML), mappings nested by indent.
+    """
     path = os.path.join(log_dir, "hparams.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(params, f, indent=2, default=str)
         f.write("\n")
+    with open(os.path.join(log_dir, "hparams.yaml"), "w", encoding="utf-8") as f:
+        f.write("\n".join(_yaml_lines(params, 0)) + "\n" if params else "{}\n")
+
+
+def _yaml_lines(params: Mapping[str, Any], indent: int) -> list[str]:
+    lines = []
+    pad = "  " * indent
+    for key, value in params.items():
+        name = json.dumps(str(key))
+        if isinstance(value, Mapping) and value:
+            lines.append(f"{pad}{name}:")
+            lines.extend(_yaml_lines(value, indent + 1))
+        else:
+            lines.append(f"{pad}{name}: {json.dumps(value, default=str)}")
+    return lines
 
 
 def _missing_members(obj: object) -> list[str]:
