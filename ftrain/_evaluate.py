@@ -8,6 +8,7 @@ shared by in-fit validation, ``validate`` and ``test``. The public ``validate``,
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
@@ -106,12 +107,32 @@ def floats(values: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
     return {name: to_float(v) for name, (v, _) in values.items()}
 
 
+def _named_checkpoint(name: str, config: Any, checkpoint: Any) -> str:
+    """The file that ``ckpt_path="best"``/``"last"`` names for a run under these flags."""
+    import os
+
+    from ._loop import _find_ckpt, _resolve_policies, _search_dirs
+    from .loggers import as_loggers
+
+    root = os.fspath(config.default_root_dir or os.getcwd())
+    policies = _resolve_policies(checkpoint, config, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # only the version folders' names are read
+        loggers = as_loggers(True, root)
+    path = _find_ckpt(name, _search_dirs(policies, root, loggers), policies)
+    if path is None:
+        raise ValueError(f"ckpt_path={name!r}: no checkpoint found under {root!r}")
+    return path
+
+
 def _setup_eval(
-    state: TrainState, flags: Mapping[str, Any], ckpt_path: Any
+    state: TrainState, flags: Mapping[str, Any], ckpt_path: Any, checkpoint: Any = None
 ) -> tuple[TrainState, torch.device, Any]:
     from ._config import FitConfig
     from ._devices import resolve_accelerator, resolve_devices
 
+    flags = dict(flags)
+    checkpoint = flags.pop("checkpoint", checkpoint)
     unknown = sorted(set(flags) - set(FitConfig.flag_names()))
     if unknown:
         raise TypeError(f"unknown flags {unknown}; accepted: {sorted(FitConfig.flag_names())}")
@@ -125,6 +146,8 @@ def _setup_eval(
     )
     for model in state.models:
         model.to(device)
+    if ckpt_path in ("best", "last"):
+        ckpt_path = _named_checkpoint(str(ckpt_path), config, checkpoint)
     if ckpt_path is not None:
         from ._checkpointing import load_checkpoint, restore
 
@@ -193,7 +216,9 @@ def validate(
         val_step: an ``eval_step`` or ``(state, batch) -> (state, metrics)``.
         val_data: the batches.
         ckpt_path: evaluate the weights of this checkpoint instead (the state's model
-            receives them).
+            receives them): a path, or "best"/"last", found under ``default_root_dir``
+            as ``fit(ckpt_path=...)`` finds them (pass ``checkpoint=`` the policy fit
+            used when it was not the default).
         verbose: print the metrics.
         **flags: ``limit_val_batches``, ``accelerator``, ``precision``, ``fast_dev_run``...
 
