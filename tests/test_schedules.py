@@ -224,8 +224,11 @@ def test_every_counts(n: int, total: int) -> None:
 
 
 def test_estimated_stepping_batches() -> None:
-    """max_steps wins; else ceil(batches / accumulate) * epochs; unbounded runs are inf."""
-    assert estimated_stepping_batches(10, 4, 3, 100) == 100
+    """ceil(batches / accumulate) * epochs, capped by max_steps (the steps the run takes);
+    unbounded runs are inf, or max_steps when that bounds them."""
+    assert estimated_stepping_batches(10, 4, 3, 100) == 9
+    assert estimated_stepping_batches(10, 4, 3, 5) == 5
+    assert estimated_stepping_batches(None, 1, 3, 7) == 7
     assert estimated_stepping_batches(10, 4, 3, -1) == 9
     assert estimated_stepping_batches(10, 1, -1, -1) == math.inf
     assert estimated_stepping_batches(None, 1, 3, -1) == math.inf
