@@ -312,7 +312,7 @@ class FitConfig:
         None, "Run seed (default: the state's seed).", _int_at_least(0, none=True)
     )
     log_every_n_steps: int = _flag(
-        50, "Write step metrics every N optimizer steps.", _int_at_least(1)
+        50, "Write step metrics every N optimizer steps (0: never).", _int_at_least(0)
     )
     enable_progress_bar: bool = _flag(True, "Show a progress bar.", _check_choice(True, False))
     enable_model_summary: bool = _flag(

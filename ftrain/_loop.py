@@ -189,6 +189,7 @@ class _Run:
         self.train = MetricCollector("train")
         self.val_values: dict[str, Any] = {}
         self.train_epoch_values: dict[str, Any] = {}
+        self.epoch_fresh = False  # the epoch values are newer than any step value
         # Validation and epoch values of the run a resume continues, as floats; they
         # count until this run has its own (policies and callbacks see them meanwhile).
         self.restored_metrics: dict[str, dict[str, float]] = {"val": {}, "epoch": {}}
@@ -222,17 +223,30 @@ class _Run:
     # metrics ------------------------------------------------------------------------
 
     def callback_metrics(self) -> dict[str, Any]:
+        """Lightning's ``callback_metrics``: each name holds its most recent value.
+
+        A training metric logged per step holds the latest step's value (also as
+        ``name_step`` when it is reduced per epoch too); at an epoch's end ``name`` and
+        ``name_epoch`` take the epoch value until the next step. Validation values
+        appear under ``name`` (and ``name_epoch`` when also logged per step).
+        """
         out: dict[str, Any] = {}
+        latest = self.train.latest
         for name, spec in self.train.specs.items():
-            if name in self.train.latest and not spec.metric_object:
-                value = self.train.latest[name]
+            if spec.on_step and name in latest and not spec.metric_object:
+                value = latest[name]
                 out[name] = value
-                if spec.on_epoch and spec.on_step:
+                if spec.on_epoch:
                     out[f"{name}_step"] = value
-        out.update(self.epoch_callback_metrics() or self.restored_metrics["epoch"])
+        fresh = self.epoch_fresh
+        for key, value in (self.epoch_callback_metrics() or self.restored_metrics["epoch"]).items():
+            if fresh or key not in out:
+                out[key] = value
         if self.val_values:
-            for name, (value, _) in self.val_values.items():
+            for name, (value, spec) in self.val_values.items():
                 out[name] = value
+                if name.endswith("_epoch") and spec.on_step:
+                    out[name[: -len("_epoch")]] = value
         else:
             out.update(self.restored_metrics["val"])
         return out
@@ -873,7 +887,7 @@ def _fit(
                     and epoch_batches is not None
                     and loggers
                     and dist.is_main
-                    and epoch_batches < log_every
+                    and 0 < epoch_batches < log_every
                     and max_steps == -1
                 ):
                     run.warned_few_batches = True
@@ -939,7 +953,7 @@ def _fit(
                     lrs_used = (
                         run.lr_monitors[0].learning_rates(state)
                         if run.lr_monitors
-                        and ((before + 1) % log_every == 0 or fast)
+                        and ((log_every and (before + 1) % log_every == 0) or fast)
                         and run.lr_monitors[0].interval(state) == "step"
                         else None
                     )
@@ -958,6 +972,7 @@ def _fit(
                     stepped = state.step != before
                     batch_size.batch = batch
                     run.train.update(metrics, batch_size)
+                    run.epoch_fresh = False
                     if run.callbacks and run.call(
                         "on_train_batch_end",
                         state=state,
@@ -994,7 +1009,9 @@ def _fit(
                     if timed_out:
                         run.stop_requested = True
                     log_step = state.step - 1 if stepped else state.step
-                    if stepped and (state.step % log_every == 0 or fast or stopping):
+                    if stepped and (
+                        (log_every and state.step % log_every == 0) or fast or stopping
+                    ):
                         profiler.start("logging")
                         values = run.train.step_values(for_logger=True)
                         if run.lr_monitors and run.lr_monitors[0].interval(state) == "step":
@@ -1069,6 +1086,7 @@ def _fit(
                 dist.reduce_epoch_values(run.train)  # sync_dist sums and weights, all ranks
                 epoch_values = run.train.epoch_values()
                 run.train_epoch_values = epoch_values
+                run.epoch_fresh = True
                 end_log_step = max(state.step - 1, 0)
                 logged = {k: v for k, (v, spec) in epoch_values.items() if spec.logger}
                 if run.lr_monitors and run.lr_monitors[0].interval(state) == "epoch":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,7 +39,8 @@ class SchedulerConfig:
         scheduler: a ``torch.optim.lr_scheduler`` object.
         interval: "epoch" (stepped at each training epoch's end, Lightning's default)
             or "step" (after each optimizer step, never on accumulating batches).
-        frequency: step it every ``frequency`` intervals.
+        frequency: step it every ``frequency`` epochs ("epoch"), or on updating
+            batches whose ``(batch_idx + 1) % frequency == 0`` ("step", Lightning's rule).
         monitor: for ``ReduceLROnPlateau``: the logged metric it is fed.
         strict: a missing monitor is an error (True) or a warning (False).
 
@@ -182,7 +184,7 @@ class TrainState:
         model: ModelLike,
         optimizer: OptimizerLike | None,
         scheduler: Any = None,
-        seed: int = 0,
+        seed: int | None = None,
         *,
         scaler: Any = None,
     ) -> TrainState:
@@ -194,7 +196,8 @@ class TrainState:
             optimizer: an optimizer over the model's parameters, a mapping of them,
                 or None for evaluation-only states.
             scheduler: an optional LR scheduler, or a mapping of them.
-            seed: the run seed, in [0, 2**32 - 1].
+            seed: the run seed, in [0, 2**32 - 1]; None takes the one `seed_everything`
+                set (0 if it was not called).
             scaler: an optional ``torch.amp.GradScaler``.
 
         Returns:
@@ -216,6 +219,10 @@ class TrainState:
             scheduler = as_scheduler_config(scheduler)
         elif isinstance(scheduler, Mapping):
             scheduler = {k: as_scheduler_config(v) for k, v in scheduler.items()}
+        if seed is None:
+            # seed_everything(n) sets the run seed of states created after it.
+            env = os.environ.get("FTRAIN_GLOBAL_SEED", os.environ.get("PL_GLOBAL_SEED"))
+            seed = int(env) if env is not None and env.strip().isdigit() else 0
         state = cls(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, seed=seed)
         _check_ownership(state)
         return state

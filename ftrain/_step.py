@@ -315,12 +315,12 @@ class TrainStep:
         elif scaler is not None:
             scaler.update()
         sched = state.scheduler
-        if (
-            isinstance(sched, SchedulerConfig)
-            and sched.interval == "step"
-            and (state.step + 1) % sched.frequency == 0
-        ):
-            sched.scheduler.step()
+        if sched is not None:
+            # Lightning counts a step-interval frequency in batches of the epoch.
+            position = state.batch_idx + 1
+            for config in (sched,) if isinstance(sched, SchedulerConfig) else state.schedulers:
+                if config.interval == "step" and position % config.frequency == 0:
+                    config.scheduler.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         return extras

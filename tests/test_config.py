@@ -88,7 +88,7 @@ BAD_VALUES = [
     ("deterministic", "always", ValueError, "deterministic must be None, True, False or 'warn'"),
     ("default_root_dir", 1, TypeError, "default_root_dir must be a path (str or os.PathLike) or None"),
     ("seed", -1, ValueError, "seed must be an int >= 0 or None, got -1"),
-    ("log_every_n_steps", 0, ValueError, "log_every_n_steps must be an int >= 1, got 0"),
+    ("log_every_n_steps", -1, ValueError, "log_every_n_steps must be an int >= 0, got -1"),
     ("enable_progress_bar", 1, ValueError, "enable_progress_bar: unknown value 1; accepted: True, False"),
     ("enable_model_summary", "yes", ValueError, "enable_model_summary: unknown value 'yes'"),
     ("enable_checkpointing", None, ValueError, "enable_checkpointing: unknown value None"),

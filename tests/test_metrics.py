@@ -340,7 +340,9 @@ def test_non_finite_values_warn_once_per_name() -> None:
         collector.warn_nonfinite({"gnorm": math.inf})
 
 
-@pytest.mark.parametrize("n", [0, -3])
-def test_log_every_n_steps_at_least_one(n: int) -> None:
+@pytest.mark.parametrize("n", [-1, -3])
+def test_log_every_n_steps_not_negative(n: int) -> None:
+    """A negative log_every_n_steps is refused; 0 means "never" (Lightning's)."""
     with pytest.raises(ValueError, match="log_every_n_steps"):
         ft.FitConfig(log_every_n_steps=n)
+    assert ft.FitConfig(log_every_n_steps=0).log_every_n_steps == 0

@@ -1,0 +1,157 @@
+"""Lightning parity points: callback_metrics naming, scheduler frequency and mappings,
+log_every_n_steps=0, and seed_everything reaching the run seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ftrain as ft
+
+QUIET: dict[str, Any] = dict(
+    enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False
+)
+
+
+def _parts(n: int = 32) -> tuple[ft.TrainState, ft.TensorLoader]:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1)
+    state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    x = torch.randn(n, 4)
+    return state, ft.TensorLoader(x, x.sum(1, keepdim=True), batch_size=8, shuffle=False)
+
+
+def _mse(m: torch.nn.Module, b: Any) -> torch.Tensor:
+    return ((m(b[0]) - b[1]) ** 2).mean()
+
+
+def test_val_metric_on_step_and_epoch_keeps_its_plain_name(tmp_path: Path) -> None:
+    """A validation metric logged on_step and on_epoch is monitorable by its plain name."""
+    state, data = _parts()
+    val = ft.eval_step(lambda m, b: {"val_loss": ft.log(_mse(m, b), on_step=True, on_epoch=True)})
+    result = ft.fit(
+        state,
+        ft.train_step(_mse),
+        data,
+        val_step=val,
+        val_data=data,
+        max_epochs=2,
+        logger=False,
+        default_root_dir=str(tmp_path),
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        checkpoint=ft.checkpoint.top_k(1, monitor="val_loss"),
+    )
+    assert result.metrics["val_loss"] == result.metrics["val_loss_epoch"]
+    assert result.best_checkpoint is not None
+
+
+def test_train_metric_name_holds_the_latest_value(tmp_path: Path) -> None:
+    """``name`` of a train metric logged per step and per epoch is the latest step value
+    during an epoch and the epoch value right after the epoch's end (Lightning)."""
+    state, data = _parts()
+    seen: dict[str, list[tuple[float, float, float]]] = {"mid": [], "end": []}
+
+    class Watch(ft.Callback):
+        def on_validation_end(self, state: ft.TrainState, metrics: Any) -> None:
+            seen["mid"].append((metrics["tl"], metrics["tl_step"], metrics.get("tl_epoch", -1.0)))
+
+        def on_train_epoch_end(self, state: ft.TrainState, metrics: Any) -> None:
+            seen["end"].append((metrics["tl"], metrics["tl_step"], metrics["tl_epoch"]))
+
+    step = ft.train_step(lambda m, b: (_mse(m, b), {"tl": ft.log(_mse(m, b), on_epoch=True)}))
+    val = ft.eval_step(lambda m, b: {"v": _mse(m, b)})
+    ft.fit(
+        state,
+        step,
+        data,
+        val_step=val,
+        val_data=data,
+        max_epochs=2,
+        logger=False,
+        callbacks=[Watch()],
+        val_check_interval=0.5,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        **QUIET,
+    )
+    for tl, tl_step, _ in seen["mid"]:
+        assert tl == tl_step
+    for tl, _, tl_epoch in seen["end"]:
+        assert tl == tl_epoch
+
+
+def test_step_scheduler_frequency_counts_batches_as_lightning(tmp_path: Path) -> None:
+    """interval="step", frequency=2 with accumulate 2 over 4 batches: Lightning steps the
+    scheduler when (batch_idx + 1) % frequency == 0 on stepping batches: twice here."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    sched = ft.SchedulerConfig(
+        torch.optim.lr_scheduler.StepLR(opt, 1, 0.5), interval="step", frequency=2
+    )
+    state = ft.TrainState.create(net, opt, sched)
+    x = torch.randn(32, 4)
+    data = ft.TensorLoader(x, x.sum(1, keepdim=True), batch_size=8, shuffle=False)
+    result = ft.fit(
+        state,
+        ft.train_step(_mse),
+        data,
+        max_epochs=1,
+        accumulate_grad_batches=2,
+        logger=False,
+        default_root_dir=str(tmp_path),
+        **QUIET,
+    )
+    assert result.state.optimizer.param_groups[0]["lr"] == 0.25
+
+
+def test_step_schedulers_in_a_mapping_are_stepped() -> None:
+    """Step-interval schedulers given as a mapping are stepped after each update."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    sched = {"a": ft.SchedulerConfig(torch.optim.lr_scheduler.StepLR(opt, 1, 0.5), interval="step")}
+    state = ft.TrainState.create(net, opt, sched)
+    step = ft.train_step(_mse)
+    batch = (torch.randn(8, 4), torch.randn(8, 1))
+    for _ in range(3):
+        state, _ = step(state, batch)
+    assert opt.param_groups[0]["lr"] == 0.125
+
+
+def test_log_every_n_steps_zero_logs_no_step_values(tmp_path: Path) -> None:
+    """log_every_n_steps=0 writes no step metrics; epoch metrics are still written."""
+    state, data = _parts()
+    step = ft.train_step(
+        lambda m, b: (_mse(m, b), {"e": ft.log(_mse(m, b), on_step=False, on_epoch=True)})
+    )
+    logger = ft.loggers.CSVLogger(str(tmp_path))
+    ft.fit(
+        state,
+        step,
+        data,
+        max_epochs=2,
+        logger=logger,
+        log_every_n_steps=0,
+        default_root_dir=str(tmp_path),
+        **QUIET,
+    )
+    import csv
+
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["e"] != "" for r in rows] == [True, True]
+    assert all(r.get("loss", "") == "" for r in rows)
+
+
+def test_seed_everything_sets_the_run_seed() -> None:
+    """seed_everything(n) before TrainState.create gives the state seed n, so data order
+    and dropout follow it (as Lightning's global seed does)."""
+    ft.seed_everything(7, verbose=False)
+    state, _ = _parts()
+    assert state.seed == 7
+    assert ft.TrainState.create(torch.nn.Linear(1, 1), None, seed=3).seed == 3
