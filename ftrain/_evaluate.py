@@ -68,6 +68,7 @@ def run_eval(
     on_batch: Callable[[int], None] | None = None,
     reduce: Callable[[MetricCollector], None] | None = None,
     use_sampler: bool = True,
+    on_step_values: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], MetricCollector, int]:
     """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
 
@@ -93,6 +94,8 @@ def run_eval(
             batch = move_to_device(batch, device)
             metrics = _call_eval(step, state, batch)
             collector.update(metrics, partial(batch_size_of, batch))
+            if on_step_values is not None and any(s.on_step for s in collector.specs.values()):
+                on_step_values(collector.step_values(for_logger=True))
             count += 1
             if on_batch is not None:
                 on_batch(count)

@@ -190,6 +190,7 @@ class _Run:
         self.val_values: dict[str, Any] = {}
         self.train_epoch_values: dict[str, Any] = {}
         self.epoch_fresh = False  # the epoch values are newer than any step value
+        self.val_log_step = 0  # x of per-batch validation values, across validation runs
         # Validation and epoch values of the run a resume continues, as floats; they
         # count until this run has its own (policies and callbacks see them meanwhile).
         self.restored_metrics: dict[str, dict[str, float]] = {"val": {}, "epoch": {}}
@@ -687,6 +688,7 @@ def _fit(
 
     interrupted = False
     total_batch_idx = int(extra_loop.get("total_batch_idx", 0))
+    run.val_log_step = int(extra_loop.get("val_log_step", 0))
     last_reload = -1
     train_loader_src: Any = None
     val_loader_src: Any = None
@@ -712,6 +714,7 @@ def _fit(
             return {
                 "loop": {
                     "total_batch_idx": total_batch_idx,
+                    "val_log_step": run.val_log_step,
                     "elapsed": run.elapsed(),
                     "epoch_done": epoch_done,
                     "logger_versions": [str(lg.version) for lg in loggers],
@@ -728,6 +731,13 @@ def _fit(
             }
 
         return build
+
+    def log_eval_step(values: dict[str, Any]) -> None:
+        # Per-batch validation values (on_step=True): every batch, on their own counter
+        # across validation runs, without an epoch column (Lightning's rule).
+        if values:
+            run.log(values, run.val_log_step)
+        run.val_log_step += 1
 
     def eval_batch_done(count: int) -> None:
         # run_eval reports the number of batches done; the bar takes the batch index.
@@ -763,6 +773,7 @@ def _fit(
             on_batch=eval_batch_done,
             reduce=dist.reduce_epoch_values,
             use_sampler=config.use_distributed_sampler,
+            on_step_values=log_eval_step if loggers else None,
         )
         profiler.stop("validation")
         run.val_values = values

@@ -155,3 +155,34 @@ def test_seed_everything_sets_the_run_seed() -> None:
     state, _ = _parts()
     assert state.seed == 7
     assert ft.TrainState.create(torch.nn.Linear(1, 1), None, seed=3).seed == 3
+
+
+def test_validation_step_values_are_logged_every_batch(tmp_path: Path) -> None:
+    """Validation values logged with on_step=True go to the loggers at every batch, on their
+    own counter across validation runs, with no epoch column; the epoch value goes as
+    name_epoch at the training step index."""
+    import csv
+
+    state, data = _parts()
+    val = ft.eval_step(lambda m, b: {"vl": ft.log(_mse(m, b), on_step=True, on_epoch=True)})
+    logger = ft.loggers.CSVLogger(str(tmp_path))
+    ft.fit(
+        state,
+        ft.train_step(_mse),
+        data,
+        val_step=val,
+        val_data=data,
+        max_epochs=2,
+        logger=logger,
+        log_every_n_steps=1,
+        num_sanity_val_steps=2,
+        default_root_dir=str(tmp_path),
+        **QUIET,
+    )
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    step_rows = [r for r in rows if r.get("vl_step")]
+    assert [int(r["step"]) for r in step_rows] == list(range(8))  # 4 batches x 2 runs, no sanity
+    assert all(r.get("epoch", "") == "" for r in step_rows)
+    epoch_rows = [r for r in rows if r.get("vl_epoch")]
+    assert [int(r["step"]) for r in epoch_rows] == [3, 7]
