@@ -930,6 +930,7 @@ def _fit(
                 if lookahead:
                     pending = next(iterator, _NOTHING)
                 epoch_stop = False
+                is_last = False
                 while True:
                     if epoch_batches is not None and batch_idx >= epoch_batches:
                         break
@@ -1107,7 +1108,10 @@ def _fit(
                 cb_numbers = _LazyFloats(run.callback_metrics())
                 if run.call("on_train_epoch_end", state=state, metrics=cb_numbers):
                     run.stop_requested = True
-                _step_epoch_schedulers(state, cb_numbers, epoch)
+                if not epoch_stop or is_last:
+                    # Epoch-interval schedulers step only after a whole epoch (Lightning:
+                    # not when max_steps or a stop request cut the epoch short).
+                    _step_epoch_schedulers(state, cb_numbers, epoch)
                 if bar.enabled:  # a disabled bar must not sync the device for nothing
                     run.bar_values.update(
                         {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 import ftrain as ft
@@ -186,3 +187,27 @@ def test_validation_step_values_are_logged_every_batch(tmp_path: Path) -> None:
     assert all(r.get("epoch", "") == "" for r in step_rows)
     epoch_rows = [r for r in rows if r.get("vl_epoch")]
     assert [int(r["step"]) for r in epoch_rows] == [3, 7]
+
+
+@pytest.mark.parametrize(("max_steps", "expected_lr"), [(4, 0.5), (6, 0.5), (8, 0.25)])
+def test_epoch_scheduler_steps_only_after_a_whole_epoch(
+    max_steps: int, expected_lr: float, tmp_path: Path
+) -> None:
+    """An epoch-interval scheduler is stepped at the end of every whole epoch, and not
+    when max_steps cuts an epoch short (Lightning's rule). 4 batches per epoch."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    state = ft.TrainState.create(net, opt, torch.optim.lr_scheduler.StepLR(opt, 1, 0.5))
+    x = torch.randn(32, 4)
+    data = ft.TensorLoader(x, x.sum(1, keepdim=True), batch_size=8, shuffle=False)
+    result = ft.fit(
+        state,
+        ft.train_step(_mse),
+        data,
+        max_steps=max_steps,
+        logger=False,
+        default_root_dir=str(tmp_path),
+        **QUIET,
+    )
+    assert result.state.optimizer.param_groups[0]["lr"] == expected_lr
