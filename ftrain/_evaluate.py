@@ -51,7 +51,7 @@ def _call_eval(step: Any, state: TrainState, batch: Any) -> Mapping[str, Any]:
     )
 
 
-def run_eval(
+def _run_one(
     state: TrainState,
     step: Any,
     data: Iterable[Any],
@@ -103,6 +103,52 @@ def run_eval(
         reduce(collector)  # across processes, on the sums and weights before finalizing
     values = collector.epoch_values()
     return values, collector, count
+
+
+def eval_sources(data: Any) -> list[Any] | None:
+    """The loaders of a list/tuple of several eval loaders (Lightning's multiple
+    dataloaders), or None for one iterable of batches."""
+    from torch.utils.data import DataLoader
+
+    from ._data import TensorLoader
+
+    if (
+        isinstance(data, (list, tuple))
+        and len(data) > 1
+        and all(isinstance(d, (DataLoader, TensorLoader)) for d in data)
+    ):
+        return list(data)
+    return None
+
+
+def run_eval(
+    state: TrainState, step: Any, data: Iterable[Any], **kwargs: Any
+) -> tuple[dict[str, Any], MetricCollector, int]:
+    """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
+
+    Epoch values map logger names to ``(value, spec)``; values stay on the device.
+    ``data`` may be a list of several loaders: each is evaluated on its own and its
+    names get Lightning's ``/dataloader_idx_{i}`` suffix.
+    """
+    sources = eval_sources(data)
+    if sources is None:
+        return _run_one(state, step, data, **kwargs)
+    on_step_values = kwargs.pop("on_step_values", None)
+    merged: dict[str, Any] = {}
+    total = 0
+    collector = MetricCollector(kwargs.get("stage", "validate"))
+    for i, source in enumerate(sources):
+        suffix = f"/dataloader_idx_{i}"
+        forward = None
+        if on_step_values is not None:
+
+            def forward(values: dict[str, Any], suffix: str = suffix) -> None:
+                on_step_values({k + suffix: v for k, v in values.items()})
+
+        values, collector, count = _run_one(state, step, source, on_step_values=forward, **kwargs)
+        merged.update({k + suffix: v for k, v in values.items()})
+        total += count
+    return merged, collector, total
 
 
 def floats(values: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:

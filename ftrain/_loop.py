@@ -25,7 +25,7 @@ from ._config import FitConfig
 from ._data import TensorLoader, batch_size_of, loader_length, move_to_device, prepare_loader
 from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
-from ._evaluate import floats, run_eval
+from ._evaluate import eval_sources, floats, run_eval
 from ._metrics import MetricCollector, to_float
 from ._profiler import make_profiler
 from ._schedules import (
@@ -754,7 +754,11 @@ def _fit(
         run.call("on_validation_start", state=st)
         profiler.start("validation")
         data = current_val_data(epoch)
-        total = limit_batches(loader_length(data), config.limit_val_batches, "limit_val_batches")
+        total = (
+            None
+            if eval_sources(data) is not None
+            else limit_batches(loader_length(data), config.limit_val_batches, "limit_val_batches")
+        )
         if fast:
             total = fast if total is None else min(total, fast)
         bar.eval_start("Validation", total)
