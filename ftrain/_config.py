@@ -95,6 +95,12 @@ def _check_limit(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
 def _check_val_check_interval(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
+    if isinstance(value, (str, Mapping, _dt.timedelta)):
+        try:
+            parse_max_time(value)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("max_time", "val_check_interval")) from None
+        return
     if isinstance(value, bool):
         raise ValueError(
             f"val_check_interval must be a float in (0.0, 1.0] or an int >= 1, got {value!r}"
@@ -105,7 +111,8 @@ def _check_val_check_interval(_: Any, attribute: attrs.Attribute[Any], value: An
         return
     raise ValueError(
         "val_check_interval must be a float in (0.0, 1.0] (a fraction of the training epoch) "
-        f"or an int >= 1 (a number of training batches), got {value!r}"
+        f"or an int >= 1 (a number of training batches), got {value!r}; or a time: "
+        "'DD:HH:MM:SS', a dict of timedelta keywords, or a timedelta"
     )
 
 
@@ -220,7 +227,7 @@ class FitConfig:
         >>> FitConfig(val_check_interval=1.5)
         Traceback (most recent call last):
         ...
-        ValueError: val_check_interval must be a float in (0.0, 1.0] (a fraction of the training epoch) or an int >= 1 (a number of training batches), got 1.5
+        ValueError: val_check_interval must be a float in (0.0, 1.0] (a fraction of the training epoch) or an int >= 1 (a number of training batches), got 1.5; or a time: 'DD:HH:MM:SS', a dict of timedelta keywords, or a timedelta
     """
 
     max_epochs: int | None = _flag(
@@ -254,9 +261,10 @@ class FitConfig:
     limit_predict_batches: int | float = _flag(
         1.0, "Predict batches: float = fraction, int = count.", _check_limit
     )
-    val_check_interval: int | float | None = _flag(
+    val_check_interval: Any = _flag(
         None,
-        "Validate every fraction of an epoch (float) or every N training batches (int); default 1.0.",
+        "Validate every fraction of an epoch (float), every N training batches (int), or every "
+        "'DD:HH:MM:SS' of training time; default 1.0.",
         _check_val_check_interval,
     )
     check_val_every_n_epoch: int | None = _flag(
@@ -439,6 +447,14 @@ class FitConfig:
         if self.min_epochs is not None:
             return self.min_epochs
         return 1 if self.min_steps is not None else 0
+
+    def val_check_seconds(self) -> float | None:
+        """A time-based val_check_interval in seconds, or None."""
+        value = self.val_check_interval
+        if isinstance(value, (str, Mapping, _dt.timedelta)):
+            delta = parse_max_time(value)
+            return None if delta is None else delta.total_seconds()
+        return None
 
     def max_time_seconds(self) -> float | None:
         """max_time as seconds, or None."""

@@ -681,6 +681,7 @@ def _fit(
     max_steps = config.resolved_max_steps()
     min_epochs = config.resolved_min_epochs()
     max_seconds = config.max_time_seconds()
+    val_seconds = config.val_check_seconds()  # a time-based val_check_interval
 
     if hparams and dist.is_main:
         run.log_hparams({**hparams})
@@ -827,6 +828,7 @@ def _fit(
 
     # max_time counts from here, as Lightning's Timer: setup and the sanity check are free.
     run.started = clock()
+    next_val = run.elapsed() + val_seconds if val_seconds is not None else 0.0
     run.call("on_train_start", state=state)
     profiling = profiler.enabled
     batch_size = _BatchSize()
@@ -889,12 +891,14 @@ def _fit(
                     epoch_batches = fast if epoch_batches is None else min(epoch_batches, fast)
                 if epoch_batches == 0:
                     break
-                if validating:
+                if validating and val_seconds is None:
                     check_batch = val_check_batch(
                         epoch_batches, config.val_check_interval, config.check_val_every_n_epoch
                     )
                     if fast:
                         check_batch = None
+                elif validating:
+                    check_batch = None  # time-based: validation follows the clock below
                 else:
                     check_batch = None
                 if (
@@ -1000,13 +1004,14 @@ def _fit(
                     # A stop request (signal, time, callback) ends the run after this batch;
                     # across processes, after the first batch where the ranks agree on it
                     # (every agree_every_n_batches batches; max_time is rank 0's clock).
-                    signalled, request, timed_out = dist.agree(
+                    signalled, request, timed_out, val_due = dist.agree(
                         (
                             signals.requested is not None,
                             run.stop_requested,
                             dist.is_main
                             and max_seconds is not None
                             and run.elapsed() >= max_seconds,
+                            dist.is_main and val_seconds is not None and run.elapsed() >= next_val,
                         ),
                         state.micro_step,
                     )
@@ -1044,19 +1049,25 @@ def _fit(
                     ends_epoch = not interrupted and (
                         is_last or stopping or is_max_reached(state.step, max_steps)
                     )
-                    if (
-                        validating
-                        and not interrupted
-                        and should_validate(
-                            epoch=epoch,
-                            batch_idx=batch_idx,
-                            total_batch_idx=total_batch_idx - 1,
-                            is_last_batch=is_last,
-                            check_batch=check_batch,
-                            check_val_every_n_epoch=config.check_val_every_n_epoch,
-                            stopping=stopping,
+                    if val_seconds is not None:
+                        wants_val = validating and not interrupted and (val_due or stopping)
+                        if val_due:
+                            next_val = run.elapsed() + val_seconds
+                    else:
+                        wants_val = (
+                            validating
+                            and not interrupted
+                            and should_validate(
+                                epoch=epoch,
+                                batch_idx=batch_idx,
+                                total_batch_idx=total_batch_idx - 1,
+                                is_last_batch=is_last,
+                                check_batch=check_batch,
+                                check_val_every_n_epoch=config.check_val_every_n_epoch,
+                                stopping=stopping,
+                            )
                         )
-                    ):
+                    if wants_val:
                         validate(state, log_step, epoch, defer=ends_epoch)
                         _restore_modes(train_modes)
                         # A stop asked for by this validation (early stopping) ends the

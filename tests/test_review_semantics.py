@@ -211,3 +211,46 @@ def test_epoch_scheduler_steps_only_after_a_whole_epoch(
         **QUIET,
     )
     assert result.state.optimizer.param_groups[0]["lr"] == expected_lr
+
+
+def test_time_based_val_check_interval(tmp_path: Path) -> None:
+    """val_check_interval as a time ("DD:HH:MM:SS", Lightning 2.6) validates each time that
+    much training time has passed since the last check, not at epoch ends. The clock
+    advances one second per training batch here."""
+    state, data = _parts(n=64)  # 8 batches per epoch
+    now = [0.0]
+    validated_after: list[int] = []
+
+    class Tick(ft.Callback):
+        def on_train_batch_end(
+            self, state: ft.TrainState, metrics: Any, batch: Any, batch_idx: int
+        ) -> None:
+            now[0] += 1.0
+
+        def on_validation_end(self, state: ft.TrainState, metrics: Any) -> None:
+            validated_after.append(state.micro_step)
+
+    val = ft.eval_step(lambda m, b: {"v": _mse(m, b)})
+    ft.fit(
+        state,
+        ft.train_step(_mse),
+        data,
+        val_step=val,
+        val_data=data,
+        max_epochs=2,
+        val_check_interval="00:00:00:03",
+        clock=lambda: now[0],
+        callbacks=[Tick()],
+        logger=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        **QUIET,
+    )
+    assert validated_after == [3, 6, 9, 12, 15]
+
+
+@pytest.mark.parametrize("value", ["3s", {"fortnights": 1}, "00:00:00:00"])
+def test_bad_time_val_check_interval(value: object) -> None:
+    """A malformed or zero time interval names val_check_interval."""
+    with pytest.raises(ValueError, match="val_check_interval"):
+        ft.FitConfig(val_check_interval=value)
