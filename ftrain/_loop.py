@@ -190,6 +190,7 @@ class _Run:
         self.val_values: dict[str, Any] = {}
         self.train_epoch_values: dict[str, Any] = {}
         self.epoch_fresh = False  # the epoch values are newer than any step value
+        self.bar: Any = None  # set once the progress bar exists (verbose checkpoint messages)
         self.val_log_step = 0  # x of per-batch validation values, across validation runs
         # Validation and epoch values of the run a resume continues, as floats; they
         # count until this run has its own (policies and callbacks see them meanwhile).
@@ -353,6 +354,10 @@ class _Run:
                 weights_only=self.policies[i].save_weights_only,
             )
             self.last_saved = path
+            if self.policies[i].verbose and self.dist.is_main:
+                info = action.info
+                score = "" if info.score is None else f" (score {info.score:.6g})"
+                _say(self.bar, f"Epoch {info.epoch}, global step {info.step}: saving {path}{score}")
         for deletion in deletes:
             path = os.path.join(dirpath, deletion.name)
             if path != self.resumed_from:
@@ -631,6 +636,7 @@ def _fit(
     from ._progress import ProgressBar
 
     bar = ProgressBar.auto(config.enable_progress_bar and dist.is_main)
+    run.bar = bar
 
     # Device and resume, before anything resolves a logger's version directory ---------
     _move_state(state, device)

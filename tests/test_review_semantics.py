@@ -254,3 +254,30 @@ def test_bad_time_val_check_interval(value: object) -> None:
     """A malformed or zero time interval names val_check_interval."""
     with pytest.raises(ValueError, match="val_check_interval"):
         ft.FitConfig(val_check_interval=value)
+
+
+def test_model_checkpoint_verbose_prints_each_save(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ModelCheckpoint(verbose=True) announces every file it writes, with the score."""
+    state, data = _parts()
+    val = ft.eval_step(lambda m, b: {"val_loss": _mse(m, b)})
+    policy = ft.checkpoint.ModelCheckpoint(monitor="val_loss", verbose=True)
+    ft.fit(
+        state,
+        ft.train_step(_mse),
+        data,
+        val_step=val,
+        val_data=data,
+        max_epochs=2,
+        checkpoint=policy,
+        logger=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    out = capsys.readouterr().out
+    assert out.count("saving") == 2
+    assert "Epoch 0, global step 4: saving" in out and "(score " in out
+    assert ft.checkpoint.ModelCheckpoint().verbose is False

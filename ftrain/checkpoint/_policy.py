@@ -666,6 +666,7 @@ class Policy:
     parts: tuple[Part, ...] = attrs.field(converter=_as_parts, validator=_check_parts)
     dirpath: str | None = attrs.field(default=None, converter=_dirpath)
     save_weights_only: bool = attrs.field(default=False, validator=_bool_field)
+    verbose: bool = attrs.field(default=False, validator=_bool_field)
 
     def __or__(self, other: Policy) -> Policy:
         return union(self, other)
@@ -879,6 +880,7 @@ def union(*policies: Policy) -> Policy:
         parts=tuple(part for p in policies for part in p.parts),
         dirpath=dirpaths[0] if dirpaths else None,
         save_weights_only=weights.pop(),
+        verbose=any(p.verbose for p in policies),
     )
 
 
@@ -931,6 +933,7 @@ def ModelCheckpoint(  # Lightning's name for the same concept
     dirpath: str | os.PathLike[str] | None = None,
     filename: str | None = None,
     monitor: str | None = None,
+    verbose: bool = False,
     save_last: bool | None = None,
     save_top_k: int = 1,
     save_weights_only: bool = False,
@@ -946,7 +949,8 @@ def ModelCheckpoint(  # Lightning's name for the same concept
     """Lightning's ``ModelCheckpoint``, with its names and defaults, as a policy.
 
     Args: as Lightning's (``train_time_interval`` in seconds or a ``timedelta``);
-    ``save_last`` is None, False or True (no symlinks). See the module docstring
+    ``save_last`` is None, False or True (no symlinks); ``verbose`` prints each save.
+    See the module docstring
     for where behaviour differs (last.ckpt holds the newest state; missing metrics
     are errors; NaN is never saved; ``save_on_exception`` also saves at fit end).
 
@@ -960,7 +964,9 @@ def ModelCheckpoint(  # Lightning's name for the same concept
         >>> ModelCheckpoint(monitor="val_loss", save_top_k=3, save_last=True).required_metrics
         ('val_loss',)
     """
-    return _make(
+    if not isinstance(verbose, bool):
+        raise ValueError(f"ModelCheckpoint: verbose must be True or False, got {verbose!r}")
+    policy = _make(
         "ModelCheckpoint",
         dirpath=dirpath,
         filename=filename,
@@ -977,6 +983,7 @@ def ModelCheckpoint(  # Lightning's name for the same concept
         enable_version_counter=enable_version_counter,
         save_on_exception=save_on_exception,
     )
+    return attrs.evolve(policy, verbose=verbose) if verbose else policy
 
 
 def top_k(k: int, monitor: str | None = None, mode: str = "min", **kw: Any) -> Policy:
