@@ -191,6 +191,7 @@ class _Run:
         self.train_epoch_values: dict[str, Any] = {}
         self.epoch_fresh = False  # the epoch values are newer than any step value
         self.bar: Any = None  # set once the progress bar exists (verbose checkpoint messages)
+        self.resumed_from: str | None = None  # a path the user named is never deleted
         self.val_log_step = 0  # x of per-batch validation values, across validation runs
         # Validation and epoch values of the run a resume continues, as floats; they
         # count until this run has its own (policies and callbacks see them meanwhile).
@@ -362,8 +363,6 @@ class _Run:
             path = os.path.join(dirpath, deletion.name)
             if path != self.resumed_from:
                 self.dist.remove_checkpoint(path)
-
-    resumed_from: str | None = None
 
     def best_and_last(self) -> tuple[str | None, float | None, str | None]:
         """The first policy's best file and score, and the newest file written."""
@@ -929,8 +928,6 @@ def _fit(
                 if run.call("on_train_epoch_start", state=state):
                     run.stop_requested = True
                 bar.train_epoch_start(epoch, epoch_batches)
-                if start_batch:
-                    bar.skip(start_batch) if hasattr(bar, "skip") else None
                 batch_idx = start_batch
                 first_batch = batch_idx
                 start_batch = 0
