@@ -10,6 +10,7 @@ line before the fence is ``<!-- no-run -->``: only for snippets that need
 from __future__ import annotations
 
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -140,3 +141,38 @@ def test_api_doctests_are_fenced() -> None:
         "    ```python\n    >>> g()\n    ```"
     )
     assert module.fence_doctests(text) == expected
+
+
+def _quickstart_lines(path: Path) -> list[str]:
+    return [
+        line.split("#")[0].rstrip()
+        for line in path.read_text().splitlines()
+        if line.startswith("python3 ") and "nox -s " in line
+    ]
+
+
+def test_quickstart_commands_are_the_same_everywhere() -> None:
+    """README, index and getting-started give the same two commands, each making its own venv."""
+    lines = _quickstart_lines(README)
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["demo", "tests"]
+    for line in lines:
+        # PEP 668: a stock Debian python3 refuses a system-wide pip install.
+        assert line.startswith("python3 -m venv .venv && .venv/bin/pip install "), line
+        assert "python3 -m pip" not in line and "python3 -m nox" not in line
+    for page in (DOCS / "index.md", DOCS / "getting-started.md"):
+        assert _quickstart_lines(page) == lines, page
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run extracts the README's test command and runs that text."""
+    script = (ROOT / ".ci" / "run").read_text()
+    extract = next(line for line in script.splitlines() if line.startswith("tests_cmd=$("))
+    out = subprocess.run(
+        ["bash", "-c", f'{extract}; printf %s "$tests_cmd"'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == _quickstart_lines(README)[1]
+    assert 'bash -c "$tests_cmd"' in script

@@ -324,7 +324,7 @@ def test_plot_without_matplotlib_names_the_extra(monkeypatch: Any, tmp_path: Any
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     result = LRFinderResult(lrs=(1.0, 2.0), losses=(1.0, 0.5), smoothed=(1.0, 0.5))
-    with pytest.raises(ImportError, match=re.escape("pip install ftrain[plot]")):
+    with pytest.raises(ImportError, match=re.escape("pip install matplotlib")):
         result.plot(tmp_path / "x.png")
 
 

@@ -154,13 +154,13 @@ class LRFinderResult:
             suggest: mark the suggested learning rate.
 
         Raises:
-            ImportError: matplotlib is missing (``pip install ftrain[plot]``).
+            ImportError: matplotlib is missing (``pip install matplotlib``).
         """
         try:
             from matplotlib.figure import Figure
         except ImportError as exc:
             raise ImportError(
-                "LRFinderResult.plot needs matplotlib: pip install ftrain[plot]"
+                "LRFinderResult.plot needs matplotlib: pip install matplotlib"
             ) from exc
         fig = Figure(figsize=(6.4, 4.0), layout="constrained")
         ax = fig.subplots()
