@@ -69,13 +69,15 @@ def _run_one(
     reduce: Callable[[MetricCollector], None] | None = None,
     use_sampler: bool = True,
     on_step_values: Callable[[dict[str, Any]], None] | None = None,
+    suffix: str = "",
 ) -> tuple[dict[str, Any], MetricCollector, int]:
     """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
 
     Epoch values map logger names to ``(value, spec)``; values stay on the device.
     ``reduce(collector)`` combines the epoch accumulators of all processes first.
+    ``suffix`` is added to the logged names (unless logged with add_dataloader_idx=False).
     """
-    collector = MetricCollector(stage)
+    collector = MetricCollector(stage, suffix)
     loader = prepare_loader(
         data, seed=seed, epoch=epoch, rank=rank, world_size=world_size if use_sampler else 1
     )
@@ -133,20 +135,22 @@ def run_eval(
     sources = eval_sources(data)
     if sources is None:
         return _run_one(state, step, data, **kwargs)
-    on_step_values = kwargs.pop("on_step_values", None)
     merged: dict[str, Any] = {}
     total = 0
     collector = MetricCollector(kwargs.get("stage", "validate"))
+    owner: dict[str, int] = {}  # names logged without the index: the loader that did
     for i, source in enumerate(sources):
-        suffix = f"/dataloader_idx_{i}"
-        forward = None
-        if on_step_values is not None:
-
-            def forward(values: dict[str, Any], suffix: str = suffix) -> None:
-                on_step_values({k + suffix: v for k, v in values.items()})
-
-        values, collector, count = _run_one(state, step, source, on_step_values=forward, **kwargs)
-        merged.update({k + suffix: v for k, v in values.items()})
+        values, collector, count = _run_one(
+            state, step, source, suffix=f"/dataloader_idx_{i}", **kwargs
+        )
+        for name, spec in collector.specs.items():
+            if not spec.add_dataloader_idx and owner.setdefault(name, i) != i:
+                raise ValueError(
+                    f"metric {name!r} was logged with add_dataloader_idx=False by dataloaders "
+                    f"{owner[name]} and {i}: the names clash; log a different name per "
+                    "dataloader or keep add_dataloader_idx=True"
+                )
+        merged.update(values)
         total += count
     return merged, collector, total
 

@@ -277,6 +277,9 @@ class _Run:
             return
         # The loop's epoch counter stays an int (a CSV column of 0, 1, ..., as Lightning's).
         numbers = {k: v if k == "epoch" else to_float(v) for k, v in values.items()}
+        if "step" in numbers:
+            # A logged ``step`` value is the x-axis of this row, as in Lightning.
+            step = int(numbers.pop("step"))
         self.train.warn_nonfinite(numbers)
         for lg in self.loggers:
             lg.log_metrics(numbers, step)

@@ -82,6 +82,9 @@ class Logged:
     sync_dist: bool = False
     batch_size: int | None = None
     rank_zero_only: bool = False
+    enable_graph: bool = False
+    sync_dist_group: Any = None
+    add_dataloader_idx: bool = True
 
 
 def log(
@@ -95,6 +98,9 @@ def log(
     sync_dist: bool = False,
     batch_size: int | None = None,
     rank_zero_only: bool = False,
+    enable_graph: bool = False,
+    sync_dist_group: Any = None,
+    add_dataloader_idx: bool = True,
 ) -> Logged:
     """Attach Lightning's logging options to a metric value a step returns.
 
@@ -111,6 +117,12 @@ def log(
         sync_dist: reduce it across processes with its reduce_fx at log points.
         batch_size: the weight for the epoch mean (default: size(0) of the batch).
         rank_zero_only: never synced; not usable by checkpoint policies.
+        enable_graph: keep the value's autograd graph (by default a tensor is
+            detached here, so a logged value never holds the graph alive).
+        sync_dist_group: the ``torch.distributed`` process group ``sync_dist``
+            reduces over (default: all ranks); ranks outside it keep their own value.
+        add_dataloader_idx: with several eval loaders, add ``/dataloader_idx_{i}``
+            to the name (False: the name as is; two loaders logging it is an error).
 
     Returns:
         A ``Logged`` value for the step's metrics dict.
@@ -136,8 +148,21 @@ def log(
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
         raise ValueError(f"log: batch_size must be an int >= 1 or None, got {batch_size!r}")
+    if isinstance(value, torch.Tensor) and not enable_graph:
+        value = value.detach()
     return Logged(
-        value, on_step, on_epoch, resolved, prog_bar, logger, sync_dist, batch_size, rank_zero_only
+        value,
+        on_step,
+        on_epoch,
+        resolved,
+        prog_bar,
+        logger,
+        sync_dist,
+        batch_size,
+        rank_zero_only,
+        bool(enable_graph),
+        sync_dist_group,
+        bool(add_dataloader_idx),
     )
 
 
@@ -264,6 +289,10 @@ class _Spec:
     sync_dist: bool
     rank_zero_only: bool
     metric_object: bool
+    add_dataloader_idx: bool = True
+    # A process group is not a value to compare or store: the same name may be logged
+    # with it on every batch, and a resumed run supplies it again.
+    sync_dist_group: Any = attrs.field(default=None, eq=False)
 
 
 class MetricCollector:
@@ -273,8 +302,10 @@ class MetricCollector:
     and reads ``step_log()``, ``epoch_end()`` and ``callback_metrics`` at log points.
     """
 
-    def __init__(self, stage: str) -> None:
+    def __init__(self, stage: str, suffix: str = "") -> None:
         self.stage = stage
+        # Added to logged names (``/dataloader_idx_{i}``) unless add_dataloader_idx=False.
+        self.suffix = suffix
         self.training = stage == "train"
         self.specs: dict[str, _Spec] = {}
         self.latest: dict[str, Any] = {}
@@ -301,6 +332,8 @@ class MetricCollector:
                 value.sync_dist,
                 value.rank_zero_only,
                 _is_metric_object(value.value),
+                value.add_dataloader_idx,
+                value.sync_dist_group,
             )
         else:
             spec = _Spec(
@@ -385,8 +418,11 @@ class MetricCollector:
         for name, spec in self.specs.items():
             if not spec.on_step or name not in self.latest or (for_logger and not spec.logger):
                 continue
-            out[f"{name}_step" if spec.on_epoch else name] = self.latest[name]
+            out[self._key(f"{name}_step" if spec.on_epoch else name, spec)] = self.latest[name]
         return out
+
+    def _key(self, name: str, spec: _Spec) -> str:
+        return name + self.suffix if spec.add_dataloader_idx else name
 
     def prog_bar_values(self) -> dict[str, Any]:
         """Step values flagged ``prog_bar`` (plus the loss in training)."""
@@ -402,7 +438,7 @@ class MetricCollector:
         for name, spec in self.specs.items():
             if not spec.on_epoch:
                 continue
-            key = f"{name}_epoch" if spec.on_step else name
+            key = self._key(f"{name}_epoch" if spec.on_step else name, spec)
             if spec.metric_object:
                 obj = self.objects.get(name)
                 if obj is None:

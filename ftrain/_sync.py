@@ -5,7 +5,9 @@ Step values flagged ``sync_dist`` are reduced with their own ``reduce_fx``: mean
 all ranks. Epoch values reduce the collector's accumulators before they are
 finalized, so a batch-weighted mean adds up numerators and weights over every rank
 and the result is the mean over all their batches. Everything travels as float64
-on the CPU (over gloo), so no CUDA stream is synchronized by the collective itself.
+on the CPU (over gloo), so no CUDA stream is synchronized by the collective itself;
+a value logged with ``sync_dist_group`` is reduced over that group (which must
+therefore take CPU tensors: a gloo group), by its members only.
 """
 
 from __future__ import annotations
@@ -93,25 +95,54 @@ def _reduce_accumulators(items: list[tuple[Any, Any]], group: Any, world: int) -
     return out
 
 
+def _member(group: Any) -> bool:
+    dist = _dist()
+    return group is not dist.GroupMember.NON_GROUP_MEMBER and dist.get_rank(group) >= 0
+
+
+def _by_group(
+    pairs: list[tuple[str, Any]], group: Any, world: int
+) -> list[tuple[Any, int, list[str]]]:
+    """Names split by their ``sync_dist_group`` (None: ``group``), with each group's size.
+
+    Groups come in the order of their first name, so every member calls the same
+    collectives in the same order; groups this rank is not in are left out.
+    """
+    split: dict[int, tuple[Any, list[str]]] = {}
+    for name, own in sorted(pairs, key=lambda p: p[0]):
+        chosen = group if own is None else own
+        split.setdefault(id(chosen), (chosen, []))[1].append(name)
+    out = []
+    for chosen, names in split.values():
+        if chosen is group:
+            out.append((group, world, names))
+        elif _member(chosen):
+            out.append((chosen, _dist().get_world_size(chosen), names))
+    return out
+
+
 def reduce_step_values(
     values: dict[str, Any], collector: Any, group: Any, world: int
 ) -> dict[str, Any]:
     """The logged step values with the ``sync_dist`` ones reduced across ranks.
 
-    The collector's latest values get the reduced ones too, so callbacks and
-    checkpoint policies see what the loggers see.
+    Each value is reduced over its ``sync_dist_group`` (default: every rank). The
+    collector's latest values get the reduced ones too, so callbacks and checkpoint
+    policies see what the loggers see.
     """
-    keys = {}
+    keys: dict[str, Any] = {}
+    groups: list[tuple[str, Any]] = []
     for name, spec in collector.specs.items():
         key = f"{name}_step" if spec.on_epoch else name
         if spec.sync_dist and not spec.rank_zero_only and key in values:
             keys[key] = spec.reduce_fx
+            groups.append((key, spec.sync_dist_group))
     if not keys:
         return values
-    names = sorted(keys)
-    reduced = dict(
-        zip(names, _reduce([(keys[n], values[n]) for n in names], group, world), strict=True)
-    )
+    reduced: dict[str, Any] = {}
+    for chosen, size, names in _by_group(groups, group, world):
+        got = _reduce([(keys[n], values[n]) for n in names], chosen, size)
+        reduced.update(zip(names, got, strict=True))
     for name, spec in collector.specs.items():
         key = f"{name}_step" if spec.on_epoch else name
         if key in reduced:
@@ -142,12 +173,14 @@ def reduce_epoch_values(collector: Any, group: Any, world: int) -> None:
     if not names:
         return
     specs = collector.specs
-    items = []
-    for name, fx_name in names.items():
-        spec = specs.get(name)
-        acc = collector.acc.get(name) if spec is not None and name in collector.seen else None
-        items.append((spec.reduce_fx if spec is not None else fx_name, acc))
-    for name, acc in zip(names, _reduce_accumulators(items, group, world), strict=True):
-        if name in specs and acc is not None:
-            collector.acc[name] = acc
-            collector.seen.add(name)
+    pairs = [(n, specs[n].sync_dist_group if n in specs else None) for n in names]
+    for chosen, size, members in _by_group(pairs, group, world):
+        items = []
+        for name in members:
+            spec = specs.get(name)
+            acc = collector.acc.get(name) if spec is not None and name in collector.seen else None
+            items.append((spec.reduce_fx if spec is not None else names[name], acc))
+        for name, acc in zip(members, _reduce_accumulators(items, chosen, size), strict=True):
+            if name in specs and acc is not None:
+                collector.acc[name] = acc
+                collector.seen.add(name)
