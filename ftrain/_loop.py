@@ -1047,6 +1047,7 @@ def _fit(
                             values = dist.reduce_step_values(values, run.train)
                             run.log({**values, "epoch": epoch}, log_step)
                         profiler.stop("logging")
+                        bar.log_point(batch_idx, state.step, train_bar_values)
                     bar.train_batch_end(batch_idx, train_bar_values)
                     total_batch_idx += 1
                     # A checkpoint due at the epoch's last batch is written after the
@@ -1133,7 +1134,7 @@ def _fit(
                     # Epoch-interval schedulers step only after a whole epoch (Lightning:
                     # not when max_steps or a stop request cut the epoch short).
                     _step_epoch_schedulers(state, cb_numbers, epoch)
-                if bar.enabled:  # a disabled bar must not sync the device for nothing
+                if bar.shows_metrics:  # a disabled bar must not sync the device for nothing
                     run.bar_values.update(
                         {
                             k: to_float(logged.get(k, v))
@@ -1141,7 +1142,7 @@ def _fit(
                             if spec.prog_bar
                         }
                     )
-                    bar.train_epoch_end(train_bar_values())
+                    bar.train_epoch_end(train_bar_values(), step=state.step)
                 state = state.replace(batch_idx=batch_idx)
                 profiler.start("checkpoint")
                 for stage, metrics_then in deferred:

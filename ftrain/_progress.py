@@ -1,5 +1,8 @@
 """The tqdm progress bar the driver updates: one bar per training epoch, one per evaluation.
 
+When stderr is not a terminal (``nohup``, SLURM, ``| tee``, CI logs) there are
+no bars: plain, flushed lines go to stderr at log points and epoch ends instead.
+
 The per-batch calls are on the hot path, so between display refreshes they do
 one integer comparison. A refresh happens at most every ``refresh_rate``
 batches and at most ten times a second; only then are the bar's metrics read,
@@ -71,6 +74,12 @@ class ProgressBar:
         self._file = file
         self._leave = leave
         self._plain_print = False  # print() when disabled: set by auto() for redirected output
+        self._plain = False  # plain progress lines instead of bars: set by auto()
+        self._epoch = 0
+        self._epoch_start = 0.0
+        self._since = (0.0, 0)  # clock and batch count at the last plain line
+        self._total: int | None = None
+        self._stage = ""
         self._fitting = False
         idle = _Counter(None, _NEVER)
         self._train = idle
@@ -105,12 +114,28 @@ class ProgressBar:
         tty = _isatty(sys.stderr)
         bar = cls(tty, refresh_rate, None, leave)
         bar._plain_print = not tty
+        bar._plain = not tty and refresh_rate > 0
         return bar
 
     @property
     def enabled(self) -> bool:
         """Whether bars are drawn."""
         return self._enabled
+
+    @property
+    def shows_metrics(self) -> bool:
+        """Whether epoch-end metrics are shown (on bars or as plain lines)."""
+        return self._enabled or self._plain
+
+    def log_point(
+        self, batch_idx: int, step: int, metrics: Callable[[], Mapping[str, float]]
+    ) -> None:
+        """At a log point after batch ``batch_idx``: without bars, print one plain line
+        (epoch, batches, global ``step``, it/s, ``metrics()``); with bars, nothing (they show
+        the same). ``metrics`` is called only when a line is printed."""
+        if self._plain:
+            self._train.n = batch_idx + 1
+            self._plain_line("", step, metrics())
 
     def _open(self, desc: str, total: int | None, leave: bool) -> _Counter:
         from tqdm import tqdm
@@ -137,6 +162,11 @@ class ProgressBar:
 
     def train_epoch_start(self, epoch: int, total: int | None) -> None:
         """Open the bar "Epoch {epoch}" for ``total`` batches (None when unsized)."""
+        if self._plain:
+            self._epoch, self._total = epoch, total
+            self._epoch_start = now = _clock()
+            self._since = (now, 0)
+            self._train = _Counter(None, _NEVER)
         if not self._enabled:
             return
         self._fitting = True
@@ -163,8 +193,14 @@ class ProgressBar:
             bar.set_postfix(metrics(), refresh=False)
             bar.update(n - bar.n)
 
-    def train_epoch_end(self, metrics: Mapping[str, float]) -> None:
-        """Show the epoch's final count and ``metrics``; close the bar if ``leave``."""
+    def train_epoch_end(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Show the epoch's final count and ``metrics``; close the bar if ``leave``.
+
+        Without bars, print the epoch's plain line (with ``step`` when given).
+        """
+        if self._plain:
+            self._since = (self._epoch_start, 0)
+            self._plain_line(" done", step, metrics)
         gate = self._train
         bar = gate.bar
         if bar is None:
@@ -179,6 +215,7 @@ class ProgressBar:
 
         Inside ``fit`` the bar disappears when done, as does the sanity check's.
         """
+        self._stage = stage
         if not self._enabled:
             return
         self.eval_end(None)
@@ -196,6 +233,8 @@ class ProgressBar:
 
     def eval_end(self, metrics: Mapping[str, float] | None) -> None:
         """Show the final count and ``metrics`` (if any) and close the evaluation bar."""
+        if self._plain and metrics:
+            _write_line(f"{self._stage}: {_format_metrics(metrics)}")
         gate = self._eval
         if gate.bar is None:
             return
@@ -219,6 +258,39 @@ class ProgressBar:
             self._train.bar.close()
             self._train = _Counter(None, _NEVER)
         self._fitting = False
+
+    def _plain_line(self, what: str, step: int | None, metrics: Mapping[str, float]) -> None:
+        n = self._train.n
+        now = _clock()
+        since_clock, since_n = self._since
+        self._since = (now, n)
+        rate = (n - since_n) / (now - since_clock) if now > since_clock else 0.0
+        total = "?" if self._total is None else str(self._total)
+        parts = [f"Epoch {self._epoch}{what}: {n}/{total} batches"]
+        if step is not None:
+            parts.append(f"step {step}")
+        parts.append(f"{rate:.2f} it/s")
+        if metrics:
+            parts.append(_format_metrics(metrics))
+        _write_line(", ".join(parts))
+
+
+def _format_metrics(metrics: Mapping[str, float]) -> str:
+    # The loss first, as on the bar; the rest in the order they were logged.
+    keys = sorted(metrics, key=lambda k: k != "loss")
+    return " ".join(f"{k}={_number(metrics[k])}" for k in keys)
+
+
+def _number(value: Any) -> str:
+    try:
+        return f"{float(value):.4g}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _write_line(line: str) -> None:
+    # sys.stderr looked up now: a redirection made after the bar was built applies.
+    print(line, file=sys.stderr, flush=True)
 
 
 def _finish(bar: Any, n: int, metrics: Mapping[str, float] | None) -> None:

@@ -131,8 +131,9 @@ def test_bar_on_a_terminal(tmp_path: Path) -> None:
 
 
 def test_bar_with_output_redirected_to_files(tmp_path: Path) -> None:
-    """Redirected to files, the run completes, stderr holds no bar and no carriage returns,
-    and stdout gets the plain lines (model summary, the script's own print)."""
+    """Redirected to files, the run completes, stderr holds plain progress lines without
+    bars or carriage returns, and stdout gets the messages (model summary, the script's own
+    print)."""
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
@@ -144,6 +145,67 @@ def test_bar_with_output_redirected_to_files(tmp_path: Path) -> None:
     stderr = (tmp_path / "err.txt").read_text()
     assert proc.returncode == 0, stderr
     assert "\r" not in stdout + stderr
-    assert "Epoch" not in stderr and "it/s" not in stderr
+    assert "%|" not in stderr  # no tqdm bar
+    assert "Epoch 1 done: 8/8 batches, step 16, " in stderr
     assert "params" in stdout
     assert stdout.rstrip().splitlines()[-1].startswith("DONE val_acc=")
+
+
+PAUSED = SCRIPT.replace(
+    "max_epochs=2,",
+    "max_epochs=2, log_every_n_steps=3, callbacks=[Pause()],",
+).replace(
+    "torch.manual_seed(0)",
+    textwrap.dedent(
+        """
+        import os, sys, time
+
+        class Pause(ft.Callback):
+            def on_train_epoch_start(self, state):
+                # Hold the run until the test has read epoch 0's lines from the pipe.
+                deadline = time.monotonic() + 60
+                while state.epoch == 1 and not os.path.exists(sys.argv[1]):
+                    assert time.monotonic() < deadline, "the test never read the lines"
+                    time.sleep(0.05)
+
+        torch.manual_seed(0)
+        """
+    ),
+)
+
+
+def test_plain_progress_lines_with_stderr_piped(tmp_path: Path) -> None:
+    """With stderr a pipe, each log point and each epoch end prints one flushed line: epoch,
+    batches, global step, it/s and the prog_bar metrics; validation prints its metrics."""
+    script = tmp_path / "train.py"
+    script.write_text(PAUSED)
+    go = tmp_path / "go"
+    with subprocess.Popen(
+        [sys.executable, str(script), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        early: list[str] = []
+        while not early or not early[-1].startswith("Epoch 0 done"):
+            line = proc.stderr.readline()  # arrives while the run waits: flushed
+            if not line:
+                proc.kill()
+                raise AssertionError(f"stderr closed before epoch 0 ended: {early}")
+            early.append(line.rstrip("\n"))
+        go.touch()
+        out, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    lines = [line for line in early if line.startswith(("Epoch", "Validation"))]
+    assert [line.split(",")[0] for line in lines] == [
+        "Epoch 0: 3/8 batches", "Epoch 0: 6/8 batches", "Validation: val_acc=" + lines[2].split("=")[1],
+        "Epoch 0 done: 8/8 batches",
+    ]  # fmt: skip
+    assert lines[0].split(", ")[1] == "step 3" and lines[1].split(", ")[1] == "step 6"
+    assert lines[3].split(", ")[1] == "step 8"
+    for line in (lines[0], lines[1], lines[3]):
+        rate, metrics = line.split(", ")[2:]
+        assert rate.endswith(" it/s") and float(rate.split()[0]) > 0
+        assert metrics.startswith("loss=") and " acc=" in metrics and "hidden" not in metrics
+    assert "val_acc=" in lines[3]
+    assert "Epoch 1 done: 8/8 batches, step 16, " in rest
+    assert out.rstrip().splitlines()[-1].startswith("DONE val_acc=")
