@@ -149,11 +149,19 @@ class DistEnv:
         payload.update(extra())
         atomic_save(payload, path)
 
+    def link_checkpoint(self, target: str, path: str) -> bool:
+        """Make ``path`` a link to the checkpoint ``target`` (rank 0); False: write instead."""
+        if not self.is_main:
+            return True
+        from .checkpoint._io import link_checkpoint
+
+        return link_checkpoint(target, path)
+
     def remove_checkpoint(self, path: str) -> None:
         """Delete a checkpoint file and its shard folders (rank 0 only)."""
         if not self.is_main:
             return
-        if os.path.exists(path):
+        if os.path.lexists(path):  # a link is removed, never its target
             os.remove(path)
         for shards in glob.glob(glob.escape(path) + ".*.dcp"):
             shutil.rmtree(shards, ignore_errors=True)
@@ -367,6 +375,10 @@ class _Group(DistEnv):
         from ._fsdp import save_sharded
 
         save_sharded(state, path, extra, weights_only=weights_only, env=self)
+
+    def link_checkpoint(self, target: str, path: str) -> bool:
+        # A sharded checkpoint is a file plus shard folders named after it: write it.
+        return False if self.sharded else super().link_checkpoint(target, path)
 
     def restore(self, state: TrainState, payload: Mapping[str, Any], path: str) -> TrainState:
         if payload.get("sharded") is not None and self.sharded:

@@ -351,12 +351,16 @@ class _Run:
                 lg.flush()
         for action in saves:
             path = os.path.join(dirpath, action.name)
-            self.dist.save_checkpoint(
-                state,
-                path,
-                partial(_with_info, extra, action.info),
-                weights_only=self.policies[i].save_weights_only,
+            linked = action.link_to is not None and self.dist.link_checkpoint(
+                os.path.join(dirpath, action.link_to), path
             )
+            if not linked:
+                self.dist.save_checkpoint(
+                    state,
+                    path,
+                    partial(_with_info, extra, action.info),
+                    weights_only=self.policies[i].save_weights_only,
+                )
             self.last_saved = path
             if self.policies[i].verbose and self.dist.is_main:
                 info = action.info
@@ -434,7 +438,9 @@ def _newest_checkpoint(dirs: list[str]) -> str | None:
         os.path.join(d, name)
         for d in dirs
         for name in os.listdir(d)
-        if name.endswith(".ckpt") and not name.startswith(".")
+        if name.endswith(".ckpt")
+        and not name.startswith(".")
+        and os.path.exists(os.path.join(d, name))  # not a link whose target is gone
     ]
 
     def newest_key(path: str) -> tuple[int, int, float]:

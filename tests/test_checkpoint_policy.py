@@ -723,7 +723,7 @@ def test_newest_saved_state_is_always_kept(policy: Policy, events: list[Event]) 
         ({"monitor": ""}, r"monitor must be None or a metric name, got ''"),
         ({"filename": "{epoch"}, r"ModelCheckpoint: filename: filename template '\{epoch'"),
         ({"filename": "{val_loss:q}"}, r"bad format spec 'q'"),
-        ({"save_last": "link"}, r"save_last must be None, False or True, got 'link'"),
+        ({"save_last": "copy"}, r"save_last must be None, False, True or 'link', got 'copy'"),
         ({"save_weights_only": 1}, r"save_weights_only must be a bool, got 1"),
         ({"auto_insert_metric_name": None}, r"auto_insert_metric_name must be a bool"),
         ({"save_on_train_epoch_end": "yes"}, r"save_on_train_epoch_end must be None or a bool"),

@@ -39,6 +39,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_obj",
     "clean_temp_files",
+    "link_checkpoint",
     "list_checkpoints",
     "safe_load",
 ]
@@ -135,6 +136,45 @@ def atomic_save(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     atomic_write_obj(payload, path)
 
 
+def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Make ``path`` a symbolic link to ``target`` (a file in the same folder), atomically.
+
+    The link is made under a temp name and renamed over ``path``, so ``path`` is
+    always the old file or the new link. The link is relative (``last.ckpt ->
+    epoch=1-step=8.ckpt``): the folder can be moved or copied as a whole.
+
+    Returns:
+        True if the link exists now; False where the platform or file system cannot
+        make links (the caller then writes a full file).
+
+    Example:
+        >>> import tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> atomic_save({"step": 3}, os.path.join(d, "a.ckpt"))
+        >>> link_checkpoint(os.path.join(d, "a.ckpt"), os.path.join(d, "last.ckpt"))
+        True
+        >>> os.readlink(os.path.join(d, "last.ckpt")), safe_load(os.path.join(d, "last.ckpt"))["step"]
+        ('a.ckpt', 3)
+    """
+    target, link = os.path.abspath(os.fspath(target)), os.path.abspath(os.fspath(path))
+    dirpath = os.path.dirname(link)
+    if os.path.dirname(target) != dirpath:
+        raise ValueError(f"link_checkpoint: {target!r} is not in the folder of {link!r}")
+    tmp = os.path.join(dirpath, f".{os.path.basename(link)}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
+    try:
+        os.symlink(os.path.basename(target), tmp)
+    except (OSError, NotImplementedError):
+        return False  # e.g. Windows without the privilege, a file system without links
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dirpath)
+    return True
+
+
 def _weights_only_reason(err: BaseException) -> str:
     text = str(err)
     marker = "WeightsUnpickler error:"
@@ -196,7 +236,8 @@ def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[s
 
 
 def clean_temp_files(dirpath: str | os.PathLike[str]) -> list[str]:
-    """Remove temp files left by interrupted :func:`atomic_save` calls.
+    """Remove temp files left by interrupted :func:`atomic_save` calls, and
+    checkpoint links whose target is gone.
 
     Args:
         dirpath: the checkpoint folder; a missing folder has none.
@@ -210,7 +251,11 @@ def clean_temp_files(dirpath: str | os.PathLike[str]) -> list[str]:
     removed = []
     for entry in sorted(os.listdir(folder)):
         full = os.path.join(folder, entry)
-        if entry.startswith(".") and entry.endswith(_TMP_SUFFIX) and os.path.isfile(full):
+        stale_tmp = entry.startswith(".") and entry.endswith(_TMP_SUFFIX)
+        dangling = os.path.islink(full) and not os.path.exists(full)
+        if (stale_tmp and (os.path.isfile(full) or dangling)) or (
+            entry.endswith(_EXT) and dangling
+        ):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(full)
                 removed.append(full)
@@ -222,7 +267,9 @@ def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
 
     Loads each file in full (with :func:`safe_load`); a file that cannot be read or
     has no ``"checkpoint_info"`` is skipped with a warning. The returned names are
-    the files' actual names, even if a file was renamed after it was written.
+    the files' actual names, even if a file was renamed after it was written. A
+    symbolic link (``save_last="link"``) is of kind ``"last"``, with its target's
+    step and metrics.
 
     Args:
         dirpath: the checkpoint folder; a missing folder has none.
@@ -244,5 +291,7 @@ def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
         except (CheckpointError, KeyError, ValueError, TypeError, AttributeError) as err:
             warnings.warn(f"skipping checkpoint {full!r}: {err}", UserWarning, stacklevel=2)
             continue
+        if os.path.islink(full):
+            info = attrs.evolve(info, kind="last")
         infos.append(attrs.evolve(info, name=entry))
     return infos

@@ -253,10 +253,16 @@ def _same_name(instance: Save, _: Any, info: CheckpointInfo) -> None:
 
 @attrs.frozen(slots=True)
 class Save:
-    """Write the current state to ``<dirpath>/<name>``, storing ``info.to_dict()`` in it."""
+    """Write the current state to ``<dirpath>/<name>``, storing ``info.to_dict()`` in it.
+
+    With ``link_to`` (a file saved by an earlier Save of the same update), make
+    ``name`` a symbolic link to that file instead; where links are not possible the
+    state is written as a full file.
+    """
 
     name: str = attrs.field(validator=_name_field)
     info: CheckpointInfo = attrs.field(validator=_same_name)
+    link_to: str | None = attrs.field(default=None)
 
 
 @attrs.frozen(slots=True)
@@ -525,9 +531,9 @@ class TopK:
         return self.filename if usable else DEFAULT_TEMPLATE
 
     def step(
-        self, state: Mapping[str, Any], event: Event, taken: frozenset, sibling_saved: bool
+        self, state: Mapping[str, Any], event: Event, taken: frozenset, sibling_saves: tuple
     ) -> _Step:
-        del sibling_saved  # top-k parts decide on their own
+        del sibling_saves  # top-k parts decide on their own
         files: list[_File] = list(state["files"])
         pending: bool = state["pending"]
         warned: list[str] = list(state["warned"])
@@ -573,10 +579,16 @@ class TopK:
 
 @attrs.frozen(slots=True)
 class Last:
-    """Part keeping one file, ``last.ckpt``, that always holds the newest state."""
+    """Part keeping one file, ``last.ckpt``, that always holds the newest state.
+
+    With ``link=True`` (Lightning's ``save_last="link"``) the file is a symbolic link
+    to the file another part saved at the same event; when no other part saves
+    there, it is a full file as usual, so it always holds the newest state.
+    """
 
     trigger: _Trigger | None = attrs.field(default=None)
     kind: str = attrs.field(default="last", validator=attrs.validators.min_len(1))
+    link: bool = attrs.field(default=False, validator=_bool_field)
 
     @property
     def required_metrics(self) -> tuple[str, ...]:
@@ -589,7 +601,7 @@ class Last:
         return attrs.evolve(self, trigger=trigger)
 
     def step(
-        self, state: Mapping[str, Any], event: Event, taken: frozenset, sibling_saved: bool
+        self, state: Mapping[str, Any], event: Event, taken: frozenset, sibling_saves: tuple
     ) -> _Step:
         files: list[_File] = list(state["files"])
         newest = _newest(files)
@@ -598,7 +610,7 @@ class Last:
         saves: list[Save] = []
         due = (
             event.stage in ("fit_end", "interrupt")
-            or sibling_saved
+            or bool(sibling_saves)
             or (self.trigger is not None and self.trigger.fires(event, since))
         )
         if due and event.step != last_step:
@@ -607,7 +619,8 @@ class Last:
             info = CheckpointInfo(
                 name, event.step, event.epoch, event.metrics, None, self.kind, event.elapsed
             )
-            saves.append(Save(name, info))
+            target = sibling_saves[0] if self.link and sibling_saves else None
+            saves.append(Save(name, info, link_to=target))
             keep: _File | None = info.to_dict()
         else:
             keep = newest
@@ -755,7 +768,7 @@ class Policy:
         order = sorted(range(len(self.parts)), key=lambda i: isinstance(self.parts[i], Last))
         for i in order:
             new_states[i], part_saves, part_deletes = self.parts[i].step(
-                states[i], event, frozenset(taken), bool(saves)
+                states[i], event, frozenset(taken), tuple(s.name for s in saves)
             )
             saves += part_saves
             deletes += part_deletes
@@ -891,7 +904,7 @@ def _make(
     dirpath: str | os.PathLike[str] | None = None,
     filename: str | None = None,
     monitor: str | None = None,
-    save_last: bool | None = None,
+    save_last: bool | str | None = None,
     save_top_k: int = 1,
     save_weights_only: bool = False,
     mode: str = "min",
@@ -904,11 +917,8 @@ def _make(
     save_on_exception: bool = False,
 ) -> Policy:
     try:
-        if save_last not in (None, False, True):
-            raise ValueError(
-                f"save_last must be None, False or True, got {save_last!r} "
-                "(last.ckpt is always a full copy, never a link)"
-            )
+        if save_last not in (None, False, True, "link"):
+            raise ValueError(f"save_last must be None, False, True or 'link', got {save_last!r}")
         trigger = _Trigger.of(
             every_n_train_steps, every_n_epochs, train_time_interval, save_on_train_epoch_end
         )
@@ -923,7 +933,9 @@ def _make(
             save_on_exception=save_on_exception,
             kind=kind,
         )
-        parts: tuple[Part, ...] = (part, Last(trigger)) if save_last else (part,)
+        parts: tuple[Part, ...] = (
+            (part, Last(trigger, link=save_last == "link")) if save_last else (part,)
+        )
         return Policy(parts, dirpath=dirpath, save_weights_only=save_weights_only)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{owner}: {err}") from None
@@ -934,7 +946,7 @@ def ModelCheckpoint(  # Lightning's name for the same concept
     filename: str | None = None,
     monitor: str | None = None,
     verbose: bool = False,
-    save_last: bool | None = None,
+    save_last: bool | str | None = None,
     save_top_k: int = 1,
     save_weights_only: bool = False,
     mode: Literal["min", "max"] = "min",
@@ -949,7 +961,9 @@ def ModelCheckpoint(  # Lightning's name for the same concept
     """Lightning's ``ModelCheckpoint``, with its names and defaults, as a policy.
 
     Args: as Lightning's (``train_time_interval`` in seconds or a ``timedelta``);
-    ``save_last`` is None, False or True (no symlinks); ``verbose`` prints each save.
+    ``save_last`` is None, False, True or "link" (``last.ckpt`` a symbolic link to
+    the file saved at the same event, a full file where there is none or links are
+    not possible); ``verbose`` prints each save.
     See the module docstring
     for where behaviour differs (last.ckpt holds the newest state; missing metrics
     are errors; NaN is never saved; ``save_on_exception`` also saves at fit end).
@@ -1059,6 +1073,7 @@ def last(
     save_on_train_epoch_end: bool | None = None,
     dirpath: str | os.PathLike[str] | None = None,
     save_weights_only: bool = False,
+    link: bool = False,
 ) -> Policy:
     """Keep ``last.ckpt`` holding the newest state.
 
@@ -1066,6 +1081,8 @@ def last(
     union saves, and at its own trigger if one is given (none by default). Unlike
     Lightning 2.6, where ``last.ckpt`` follows the top-k saves (so it can hold the
     best rather than the newest state), this file is always the one to resume from.
+    ``link=True`` makes it a symbolic link to the file another part of the union
+    saved at the same event (Lightning's ``save_last="link"``).
 
     Example:
         >>> p = last()
@@ -1083,7 +1100,9 @@ def last(
                 every_n_train_steps, every_n_epochs, train_time_interval, save_on_train_epoch_end
             )
         )
-        return Policy((Last(trigger),), dirpath=dirpath, save_weights_only=save_weights_only)
+        return Policy(
+            (Last(trigger, link=link),), dirpath=dirpath, save_weights_only=save_weights_only
+        )
     except (TypeError, ValueError) as err:
         raise ValueError(f"last: {err}") from None
 
