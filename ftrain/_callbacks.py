@@ -126,9 +126,25 @@ class EarlyStopping(Callback):
             validation.
         stopping_threshold: stop once the metric is better than this.
         divergence_threshold: stop once the metric is worse than this.
+        verbose: print each check's outcome (improved, or checks without improvement).
+            The message that it stops is printed whatever ``verbose`` says.
+
+    Attributes (Lightning's names, read them after ``fit``):
+        best_score: the best monitored value so far (``inf``/``-inf`` before any).
+        wait_count: checks since the last improvement.
+        stopped_epoch: the epoch in which it asked to stop, 0 if it did not.
+        stop_message: why it stopped, or None.
 
     Raises:
         ValueError: a bad mode or patience.
+
+    Example:
+        >>> es = EarlyStopping("val_loss", patience=1)
+        >>> [es.on_validation_end(None, {"val_loss": v}) for v in (1.0, 0.5, 0.7)]
+        EarlyStopping: val_loss did not improve for 1 check (best 0.5); stopping.
+        [False, False, True]
+        >>> es.best_score, es.wait_count
+        (0.5, 1)
     """
 
     def __init__(
@@ -141,6 +157,7 @@ class EarlyStopping(Callback):
         check_on_train_epoch_end: bool = False,
         stopping_threshold: float | None = None,
         divergence_threshold: float | None = None,
+        verbose: bool = False,
     ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
@@ -156,9 +173,24 @@ class EarlyStopping(Callback):
         self.check_on_train_epoch_end = check_on_train_epoch_end
         self.stopping_threshold = stopping_threshold
         self.divergence_threshold = divergence_threshold
+        self.verbose = bool(verbose)
         self.state = EarlyStoppingState()
+        self.stopped_epoch = 0
+        self.stop_message: str | None = None
 
-    def _check(self, metrics: Mapping[str, float]) -> bool:
+    @property
+    def best_score(self) -> float:
+        """The best monitored value so far; ``inf`` ("min") or ``-inf`` ("max") before any."""
+        if self.state.best is not None:
+            return self.state.best
+        return math.inf if self.mode == "min" else -math.inf
+
+    @property
+    def wait_count(self) -> int:
+        """Checks since the last improvement."""
+        return self.state.wait
+
+    def _check(self, state: Any, metrics: Mapping[str, float]) -> bool:
         if self.monitor not in metrics:
             message = (
                 f"EarlyStopping: monitored metric {self.monitor!r} was not logged; "
@@ -168,28 +200,69 @@ class EarlyStopping(Callback):
                 raise ValueError(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
             return False
+        before = self.state
+        score = float(metrics[self.monitor])
         self.state, stop = early_stopping_update(
             self.state,
-            float(metrics[self.monitor]),
+            score,
             mode=self.mode,
             patience=self.patience,
             min_delta=self.min_delta,
             stopping_threshold=self.stopping_threshold,
             divergence_threshold=self.divergence_threshold,
         )
+        main = getattr(state, "rank", 0) == 0
+        if stop:
+            self.stopped_epoch = int(getattr(state, "epoch", 0))
+            self.stop_message = self._why(before, score)
+            if main:
+                print(f"EarlyStopping: {self.stop_message}; stopping.", flush=True)
+        elif self.verbose and main:
+            print(f"EarlyStopping: {self._progress(before, score)}", flush=True)
         return stop
 
+    def _why(self, before: EarlyStoppingState, score: float) -> str:
+        m = self.monitor
+        if not math.isfinite(score):
+            return f"{m} = {score} is not finite"
+        low = self.mode == "min"
+        stop_at, diverge_at = self.stopping_threshold, self.divergence_threshold
+        if stop_at is not None and (score < stop_at) == low:
+            return (
+                f"{m} = {score:.6g} is {'below' if low else 'above'} stopping_threshold={stop_at}"
+            )
+        if diverge_at is not None and (score > diverge_at) == low:
+            side = "above" if low else "below"
+            return f"{m} = {score:.6g} is {side} divergence_threshold={diverge_at}"
+        checks = "check" if self.state.wait == 1 else "checks"
+        return f"{m} did not improve for {self.state.wait} {checks} (best {self.best_score:.6g})"
+
+    def _progress(self, before: EarlyStoppingState, score: float) -> str:
+        if self.state.wait == 0:
+            was = "" if before.best is None else f" from {before.best:.6g}"
+            return f"{self.monitor} improved{was} to {score:.6g}"
+        return (
+            f"{self.monitor} = {score:.6g} did not improve on {self.best_score:.6g} "
+            f"({self.state.wait}/{self.patience} checks)"
+        )
+
     def on_validation_end(self, state: Any, metrics: Mapping[str, float]) -> bool:
-        return False if self.check_on_train_epoch_end else self._check(metrics)
+        return False if self.check_on_train_epoch_end else self._check(state, metrics)
 
     def on_train_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> bool:
-        return self._check(metrics) if self.check_on_train_epoch_end else False
+        return self._check(state, metrics) if self.check_on_train_epoch_end else False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.state.best, "wait": self.state.wait, "stopped": self.state.stopped}
+        return {
+            "best": self.state.best,
+            "wait": self.state.wait,
+            "stopped": self.state.stopped,
+            "stopped_epoch": self.stopped_epoch,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.state = EarlyStoppingState(state["best"], int(state["wait"]), bool(state["stopped"]))
+        self.stopped_epoch = int(state.get("stopped_epoch", 0))
 
     def __repr__(self) -> str:
         return (

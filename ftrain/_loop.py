@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import torch
 
-from ._callbacks import LearningRateMonitor
+from ._callbacks import EarlyStopping, LearningRateMonitor
 from ._config import FitConfig
 from ._data import TensorLoader, batch_size_of, loader_length, move_to_device, prepare_loader
 from ._devices import resolve_accelerator, resolve_devices
@@ -59,6 +59,10 @@ class FitResult:
         last_checkpoint: path of the newest checkpoint written, or None.
         interrupted: the run was stopped by SIGINT or SIGTERM and ended cleanly
             (a resumable checkpoint was written when checkpointing is on).
+        stop_reason: why training ended: "max_epochs", "max_steps", "max_time",
+            "early_stopping" (an ``EarlyStopping`` callback), "callback" (another
+            callback's stop request), "interrupted" (SIGINT/SIGTERM) or "no_data"
+            (an epoch without batches).
         log_dir: the first logger's version directory, if any.
         profile: per-phase timings when ``profiler="simple"``.
     """
@@ -69,6 +73,7 @@ class FitResult:
     best_model_score: float | None = None
     last_checkpoint: str | None = None
     interrupted: bool = False
+    stop_reason: str = "max_epochs"
     log_dir: str | None = None
     profile: dict[str, dict[str, float]] | None = None
 
@@ -201,6 +206,8 @@ class _Run:
         self.log_tail: list[tuple[dict[str, Any], int]] = []
         self.last_saved: str | None = None
         self.stop_requested = False
+        self.stop_cause: str | None = None  # what first asked to stop (FitResult.stop_reason)
+        self.end_reason: str | None = None
         self.logged_hparams = False
         self.lr_monitors = [c for c in self.callbacks if isinstance(c, LearningRateMonitor)]
         self.warned_few_batches = False
@@ -221,6 +228,10 @@ class _Run:
             fn = getattr(cb, hook, None)
             if fn is not None and fn(**kwargs) is True:
                 stop = True
+                if self.stop_cause is None:
+                    self.stop_cause = (
+                        "early_stopping" if isinstance(cb, EarlyStopping) else "callback"
+                    )
         return stop
 
     # metrics ------------------------------------------------------------------------
@@ -856,6 +867,7 @@ def _fit(
         try:
             while True:
                 if is_max_reached(epoch, max_epochs) or is_max_reached(state.step, max_steps):
+                    run.end_reason = "max_steps" if is_max_reached(state.step, max_steps) else None
                     break
                 # Every rank agrees here, after the epoch-end callbacks (early stopping);
                 # max_time is rank 0's clock.
@@ -874,12 +886,14 @@ def _fit(
                 if timed_out:
                     # max_time is a stop request: min_epochs/min_steps hold it off (Lightning).
                     run.stop_requested = request = True
+                    run.stop_cause = run.stop_cause or "max_time"
                 if request and can_stop_early(
                     epochs_done=epoch,
                     step=state.step,
                     min_epochs=min_epochs,
                     min_steps=config.min_steps,
                 ):
+                    run.end_reason = run.stop_cause
                     break
                 # Data for this epoch.
                 if _is_factory(train_data):
@@ -904,6 +918,7 @@ def _fit(
                 if fast:
                     epoch_batches = fast if epoch_batches is None else min(epoch_batches, fast)
                 if epoch_batches == 0:
+                    run.end_reason = "no_data"
                     break
                 if validating and val_seconds is None:
                     check_batch = val_check_batch(
@@ -1041,6 +1056,7 @@ def _fit(
                     )
                     if timed_out:
                         run.stop_requested = True
+                        run.stop_cause = run.stop_cause or "max_time"
                     log_step = state.step - 1 if stepped else state.step
                     if stepped and (
                         (log_every and state.step % log_every == 0) or fast or stopping
@@ -1107,6 +1123,7 @@ def _fit(
                     batch_idx += 1
                     if stopping or is_max_reached(state.step, max_steps):
                         epoch_stop = True
+                        run.end_reason = run.stop_cause if stopping else "max_steps"
                         break
                 # End of the epoch, also when a limit stopped it mid-way (as Lightning):
                 # the epoch counts as done and a resume starts the next one.
@@ -1122,6 +1139,7 @@ def _fit(
                         RuntimeWarning,
                         stacklevel=3,
                     )
+                    run.end_reason = "no_data"
                     break
                 dist.reduce_epoch_values(run.train)  # sync_dist sums and weights, all ranks
                 epoch_values = run.train.epoch_values()
@@ -1190,6 +1208,7 @@ def _fit(
         best_model_score=best_score,
         last_checkpoint=last,
         interrupted=interrupted,
+        stop_reason="interrupted" if interrupted else run.end_reason or "max_epochs",
         log_dir=loggers[0].log_dir if loggers else None,
         profile=profiler.summary() if profiler.enabled else None,
     )

@@ -287,7 +287,7 @@ def test_early_stopping_state_dict_round_trip() -> None:
     for v in [1.0, 0.8, 0.9]:
         a.on_validation_end(None, {"val_loss": v})
     saved = a.state_dict()
-    assert saved == {"best": 0.8, "wait": 1, "stopped": False}
+    assert saved == {"best": 0.8, "wait": 1, "stopped": False, "stopped_epoch": 0}
     b = ft.EarlyStopping("val_loss", patience=3)
     b.load_state_dict(saved)
     assert b.state == a.state
@@ -314,22 +314,77 @@ def test_early_stopping_argument_checks() -> None:
 # --- EarlyStopping in fit ------------------------------------------------------------
 
 
-def test_early_stopping_in_fit(tmp_path: Path) -> None:
-    """val_loss 1.0, 0.5, 0.6, 0.7 with patience=2: the run stops after epoch 3 (0-based)."""
+@pytest.mark.parametrize("verbose", [False, True])
+def test_early_stopping_in_fit(verbose: bool, tmp_path: Path, capsys: Any) -> None:
+    """val_loss 1.0, 0.5, 0.6, 0.7 with patience=2: the run stops after epoch 3 (0-based),
+    says so, and the callback holds Lightning's stopped_epoch, wait_count, best_score;
+    verbose=True also prints each check."""
     state, loader = _setup()
+    es = ft.EarlyStopping("val_loss", patience=2, verbose=verbose)
+    assert es.best_score == math.inf and es.wait_count == 0 and es.stopped_epoch == 0
     result = ft.fit(
         state,
         ft.train_step(_loss),
         loader,
         val_step=_val_step([1.0, 0.5, 0.6, 0.7, 0.1, 0.1]),
         val_data=_setup(1)[1],
-        callbacks=[ft.EarlyStopping("val_loss", patience=2)],
+        callbacks=[es],
         max_epochs=10,
         default_root_dir=tmp_path,
         **QUIET,
     )
     assert result.state.epoch == 4
     assert result.metrics["val_loss"] == pytest.approx(0.7)
+    assert result.stop_reason == "early_stopping"
+    assert (es.stopped_epoch, es.wait_count, es.best_score) == (3, 2, 0.5)
+    lines = capsys.readouterr().out.splitlines()
+    stop = "EarlyStopping: val_loss did not improve for 2 checks (best 0.5); stopping."
+    assert lines[-1] == stop and es.stop_message in stop
+    if verbose:
+        assert lines[:-1] == [
+            "EarlyStopping: val_loss improved to 1",
+            "EarlyStopping: val_loss improved from 1 to 0.5",
+            "EarlyStopping: val_loss = 0.6 did not improve on 0.5 (1/2 checks)",
+        ]
+    else:
+        assert lines == [stop]
+
+
+def test_early_stopping_messages_for_thresholds() -> None:
+    """The stop message names the threshold crossed, or the non-finite value."""
+    cases = [
+        (dict(stopping_threshold=0.2), 0.1, "val_loss = 0.1 is below stopping_threshold=0.2"),
+        (dict(divergence_threshold=5.0), 6.0, "val_loss = 6 is above divergence_threshold=5.0"),
+        ({}, math.nan, "val_loss = nan is not finite"),
+    ]
+    for kwargs, value, message in cases:
+        es = ft.EarlyStopping("val_loss", **kwargs)
+        assert es.on_validation_end(None, {"val_loss": value}) is True
+        assert es.stop_message == message
+
+
+def _stop_reason(tmp_path: Path, batches: int = 2, **kw: Any) -> ft.FitResult:
+    state, loader = _setup(batches)
+    return ft.fit(state, ft.train_step(_loss), loader, default_root_dir=tmp_path, **{**QUIET, **kw})
+
+
+def test_stop_reason(tmp_path: Path) -> None:
+    """FitResult.stop_reason says which limit or request ended training."""
+
+    class StopAtThird(ft.Callback):
+        def on_train_batch_end(self, state: Any, metrics: Any, batch: Any, batch_idx: int) -> bool:
+            return state.micro_step == 3
+
+    ticks = iter(range(1000))
+    assert _stop_reason(tmp_path, max_epochs=2).stop_reason == "max_epochs"
+    assert _stop_reason(tmp_path, max_steps=3).stop_reason == "max_steps"
+    assert _stop_reason(tmp_path, max_steps=4).stop_reason == "max_steps"  # at an epoch end
+    timed = _stop_reason(tmp_path, max_time={"seconds": 3}, clock=lambda: float(next(ticks)))
+    assert timed.stop_reason == "max_time"
+    held = _stop_reason(tmp_path, max_epochs=3, callbacks=[StopAtThird()], min_epochs=3)
+    assert held.stop_reason == "max_epochs" and held.state.epoch == 3
+    assert _stop_reason(tmp_path, max_epochs=9, callbacks=[StopAtThird()]).stop_reason == "callback"
+    assert _stop_reason(tmp_path, max_epochs=2, limit_train_batches=0).stop_reason == "no_data"
 
 
 def test_early_stopping_missing_monitor(tmp_path: Path) -> None:

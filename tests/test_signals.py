@@ -92,7 +92,7 @@ CHILD = textwrap.dedent(
         enable_model_summary=False,
         log_every_n_steps=1,
     )
-    print("RESULT", result.interrupted, result.state.step, result.last_checkpoint, flush=True)
+    print("RESULT", result.interrupted, result.stop_reason, result.state.step, result.last_checkpoint, flush=True)
     print("LOGDIR", result.log_dir, flush=True)
     """
 )
@@ -137,8 +137,8 @@ def test_signal_to_a_training_process(sig: signal.Signals, tmp_path: Path) -> No
     assert code == 0, err[-3000:]
     assert f"Detected {sig.name}: stopping after the current step and saving" in out
     result_line = next(line for line in out.splitlines() if line.startswith("RESULT"))
-    _, interrupted, step, ckpt = result_line.split(" ", 3)
-    assert interrupted == "True"
+    _, interrupted, reason, step, ckpt = result_line.split(" ", 4)
+    assert interrupted == "True" and reason == "interrupted"
     step_n = int(step)
     assert step_n >= 3
 
