@@ -47,6 +47,7 @@ from ._step import custom_step as custom_step
 from ._step import eval_step as eval_step
 from ._step import train_step as train_step
 from ._summary import model_summary as model_summary
+from ._timer import Timer as Timer
 
 __version__ = "0.1.0"
 
@@ -64,6 +65,7 @@ __all__ = [
     "SchedulerConfig",
     "Step",
     "TensorLoader",
+    "Timer",
     "TrainState",
     "TrainStep",
     "accumulate",

@@ -185,8 +185,10 @@ def _check_deterministic(_: Any, attribute: attrs.Attribute[Any], value: Any) ->
 
 
 def _check_profiler(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in (None, "simple", "pytorch"):
-        raise ValueError(f"profiler: unknown value {value!r}; accepted: None, 'simple', 'pytorch'")
+    if value not in (None, "simple", "advanced", "pytorch"):
+        raise ValueError(
+            f"profiler: unknown value {value!r}; accepted: None, 'simple', 'advanced', 'pytorch'"
+        )
 
 
 def _check_positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -347,7 +349,8 @@ class FitConfig:
     )
     profiler: str | None = _flag(
         None,
-        "None, 'simple' (time per phase) or 'pytorch' (torch.profiler trace).",
+        "None, 'simple' (time per phase), 'advanced' (cProfile per phase) or 'pytorch' "
+        "(torch.profiler trace).",
         _check_profiler,
     )
     process_timeout: float = _flag(

@@ -1,13 +1,17 @@
-"""Profilers for ``fit(profiler=...)``: time per phase, or a torch.profiler trace."""
+"""Profilers for ``fit(profiler=...)``: time per phase, cProfile per phase, or a
+torch.profiler trace."""
 
 from __future__ import annotations
 
+import cProfile
+import io
 import os
+import pstats
 import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NullProfiler", "SimpleProfiler", "make_profiler"]
+__all__ = ["AdvancedProfiler", "NullProfiler", "SimpleProfiler", "make_profiler"]
 
 
 class NullProfiler:
@@ -80,6 +84,67 @@ class SimpleProfiler(NullProfiler):
         return "\n".join(rows)
 
 
+class AdvancedProfiler(SimpleProfiler):
+    """``cProfile`` per phase, as Lightning's ``AdvancedProfiler``, plus the simple times.
+
+    Each phase ("data", "step", "validation", "logging", "checkpoint") has its own
+    ``cProfile.Profile``, enabled only while the phase runs. One profiler can be
+    active at a time, so a phase started inside another suspends the outer one.
+    ``close()`` writes every phase's functions, sorted by cumulative time, to
+    ``<log_dir>/advanced_profile.txt``.
+
+    Args:
+        log_dir: the folder of the report (created when it is written).
+        line_count: functions listed per phase.
+    """
+
+    def __init__(self, log_dir: str, line_count: int = 30) -> None:
+        super().__init__()
+        self.path = os.path.join(log_dir, "advanced_profile.txt")
+        self.line_count = line_count
+        self.profiles: dict[str, cProfile.Profile] = {}
+        self._active: list[cProfile.Profile] = []
+
+    def start(self, name: str) -> None:
+        if self._active:
+            self._active[-1].disable()
+        prof = self.profiles.setdefault(name, cProfile.Profile())
+        self._active.append(prof)
+        super().start(name)
+        prof.enable()
+
+    def stop(self, name: str) -> None:
+        prof = self.profiles.get(name)
+        if prof is None or not self._active or self._active[-1] is not prof:
+            return
+        prof.disable()
+        self._active.pop()
+        super().stop(name)
+        if self._active:
+            self._active[-1].enable()
+
+    def phase_report(self, name: str) -> str:
+        """One phase's functions sorted by cumulative time."""
+        out = io.StringIO()
+        stats = pstats.Stats(self.profiles[name], stream=out)
+        stats.strip_dirs().sort_stats("cumulative").print_stats(self.line_count)
+        return out.getvalue()
+
+    def close(self) -> None:
+        while self._active:
+            self._active.pop().disable()
+        if not self.profiles:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        order = [name for name in self.summary() if name in self.profiles]
+        text = "\n".join(f"Profile of {name!r}\n{self.phase_report(name)}" for name in order)
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def report(self) -> str:
+        return f"{super().report()}\ncProfile of each phase: {self.path}"
+
+
 class TorchProfiler(SimpleProfiler):
     """``torch.profiler`` over the training steps, writing a TensorBoard trace."""
 
@@ -117,4 +182,6 @@ def make_profiler(kind: str | None, log_dir: str) -> NullProfiler:
         return NullProfiler()
     if kind == "simple":
         return SimpleProfiler()
+    if kind == "advanced":
+        return AdvancedProfiler(log_dir)
     return TorchProfiler(os.path.join(log_dir, "profiler"))

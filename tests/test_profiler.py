@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -93,3 +94,34 @@ def test_pytorch_profiler_writes_a_trace(tmp_path: Path) -> None:
     assert len(traces) == 1
     assert traces[0].stat().st_size > 0
     assert result.profile is not None and result.profile["step"]["calls"] == 16
+
+
+def test_advanced_profiler_writes_a_sorted_cprofile_report(tmp_path: Path) -> None:
+    """profiler="advanced" profiles each phase with cProfile: the report in the log
+    folder lists the loss function under "step", functions sorted by cumulative time,
+    and the per-phase times are still reported."""
+    result = _fit(tmp_path, profiler="advanced", logger=False, enable_checkpointing=False)
+    assert result.profile is not None and result.profile["step"]["calls"] == 16
+    text = (tmp_path / "advanced_profile.txt").read_text()
+    step = text[text.index("Profile of 'step'") :]
+    step = step[: step.find("Profile of", 1)] if "Profile of" in step[1:] else step
+    assert "Ordered by: cumulative time" in step and "_loss" in step and "cross_entropy" in step
+    row = re.compile(r"^\s*[\d/]+\s+([\d.]+\s+){4}\S")  # ncalls tottime percall cumtime percall
+    cumulative = [float(line.split()[3]) for line in step.splitlines() if row.match(line)]
+    assert cumulative and cumulative == sorted(cumulative, reverse=True)
+    assert "Profile of 'data'" in text
+
+
+def test_advanced_profiler_suspends_an_outer_phase() -> None:
+    """A phase started inside another pauses the outer one's cProfile and resumes it."""
+    from ftrain._profiler import AdvancedProfiler
+
+    prof = AdvancedProfiler("unused")
+    prof.start("validation")
+    prof.start("checkpoint")
+    sum(range(10))
+    prof.stop("checkpoint")
+    prof.stop("validation")
+    assert set(prof.summary()) == {"validation", "checkpoint"}
+    assert "sum" in prof.phase_report("checkpoint")
+    assert "sum" not in prof.phase_report("validation")
