@@ -4,12 +4,16 @@ Run: python examples/demo.py [--max_epochs 5] [--precision bf16-mixed] [any fit 
 
 Data: 4 classes of points in 16 dimensions, each class a noisy Gaussian blob around
 its own centre, generated from a fixed seed (no download). The model is a 2-layer
-MLP; chance accuracy is 25%.
+MLP; chance accuracy is 25%. It logs every 4 steps (16 points per epoch) so the
+TensorBoard curves show learning; the CUSTOM SCALARS tab overlays loss and val_loss.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> float:
         args,
         **({} if "max_epochs" in vars(args) else {"max_epochs": 5}),
         **({} if "default_root_dir" in vars(args) else {"default_root_dir": "runs/demo"}),
+        **({} if "log_every_n_steps" in vars(args) else {"log_every_n_steps": 4}),
     )
     torch.set_num_threads(1)
     ft.seed_everything(0, verbose=False)
@@ -77,8 +82,16 @@ def main(argv: list[str] | None = None) -> float:
     acc = result.metrics["val_acc"]
     print(f"final validation accuracy: {acc:.3f} (chance 0.250) after {result.state.step} steps")
     if result.log_dir:
-        print(f"TensorBoard: tensorboard --logdir {result.log_dir}")
+        print(f"TensorBoard: {tensorboard_command(os.path.dirname(result.log_dir))}")
     return acc
+
+
+def tensorboard_command(logdir: str) -> str:
+    """A shell command that starts TensorBoard on ``logdir`` from any directory: the
+    ``tensorboard`` of this interpreter's environment (e.g. nox's), by absolute path."""
+    here = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    program = here if os.path.exists(here) else "tensorboard"
+    return f"{shlex.quote(program)} --logdir {shlex.quote(os.path.abspath(logdir))}"
 
 
 if __name__ == "__main__":

@@ -152,3 +152,28 @@ def test_ensemble_equals_members_trained_alone() -> None:
     for i, (m, _) in enumerate(alone):
         for stacked, p in zip(state.model.stacked, m.parameters(), strict=True):
             torch.testing.assert_close(stacked[i], p, rtol=1e-5, atol=1e-6)
+
+
+def test_demo_learns_and_prints_a_working_tensorboard_command(tmp_path: Path) -> None:
+    """The demo reaches well above chance, logs 16 points per epoch, and its printed
+    TensorBoard command runs as printed (``--inspect`` reads the run's event files)."""
+    import shlex
+
+    out = run_example("demo.py", ["--max_epochs", "2", "--samples", "1024"], tmp_path)
+    accuracy = float(out.split("final validation accuracy: ")[1].split()[0])
+    assert accuracy > 0.6
+    command = out.split("TensorBoard: ")[1].splitlines()[0]
+    argv = shlex.split(command)
+    assert os.path.isabs(argv[0]) and argv[1:] == [
+        "--logdir", str(tmp_path / "runs/demo/ftrain_logs"),
+    ]  # fmt: skip
+    shown = subprocess.run(
+        [*argv, "--inspect"], capture_output=True, text=True, timeout=120, cwd="/"
+    )
+    assert shown.returncode == 0, shown.stderr
+    report = shown.stdout + shown.stderr
+    assert "version_0" in report and "custom_scalars__config__" in report
+    scalars = report.split("Event statistics")[1].split("scalars")[1].split("tensor")[0]
+    # 16 batches of 64 per epoch, logged every 4 steps: 8 points over 2 epochs.
+    assert " ".join(scalars.split()).startswith("first_step 3 last_step 31 max_step 31")
+    assert "num_steps 8" in " ".join(scalars.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -74,6 +75,118 @@ def test_tensorboard_hparams_recorded(tmp_path: Path) -> None:
     assert hparams["seed"].number_value == 7
     with open(os.path.join(logger.log_dir, "hparams.json")) as f:
         assert json.load(f) == params
+
+
+def _hparams_table(log_dir: str) -> Any:
+    """The HPARAMS tab's experiment as TensorBoard's own hparams plugin computes it."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(log_dir)
+    mux.Reload()
+    provider = MultiplexerDataProvider(mux, log_dir)
+    plugin = backend_context.Context(
+        base_plugin.TBContext(logdir=log_dir, data_provider=provider, multiplexer=mux)
+    )
+    ctx = context.RequestContext()
+    found = plugin.hparams_metadata(ctx, "")
+    return plugin.experiment_from_metadata(
+        ctx, "", True, found, plugin.hparams_from_data_provider(ctx, "", None)
+    )
+
+
+def test_tensorboard_hparams_table_has_metric_columns(tmp_path: Path) -> None:
+    """The HPARAMS table lists the hyperparameters and every logged scalar as a metric
+    column, also those first logged after the hyperparameters."""
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1, "batch_size": 32})
+    logger.log_metrics({"loss": 1.0, "epoch": 0}, step=0)
+    logger.log_metrics({"val_loss": 2.0, "val_acc": 0.5, "epoch": 0}, step=0)
+    logger.finalize("success")
+    experiment = _hparams_table(str(tmp_path))
+    assert sorted(h.name for h in experiment.hparam_infos) == ["batch_size", "lr"]
+    assert sorted(m.name.tag for m in experiment.metric_infos) == [
+        "epoch", "loss", "val_acc", "val_loss",
+    ]  # fmt: skip
+
+
+def _layouts(log_dir: str) -> list[tuple[int, dict[str, list[tuple[str, list[str]]]]]]:
+    """Every custom-scalars layout of the run, read back with tensorboard's reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    acc = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    acc.Reload()
+    out = []
+    for event in acc.Tensors("custom_scalars__config__"):
+        layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+        out.append(
+            (
+                event.step,
+                {
+                    c.title: [(ch.title, list(ch.multiline.tag)) for ch in c.chart]
+                    for c in layout.category
+                },
+            )
+        )
+    return out
+
+
+def test_tensorboard_layout_puts_train_and_val_on_one_chart(tmp_path: Path) -> None:
+    """Once val_loss is logged beside loss, a custom-scalars chart 'loss' overlays both; a
+    later new pair rewrites the layout, and the newest one is complete."""
+    logger = TensorBoardLogger(tmp_path)
+    for step in range(4):
+        logger.log_metrics({"loss": 1.0 / (step + 1), "train_acc": 0.5, "epoch": 0}, step)
+    logger.log_metrics({"val_loss": 0.4, "epoch": 0}, step=3)
+    logger.log_metrics({"loss": 0.2, "train_acc": 0.7, "epoch": 1}, step=4)
+    logger.log_metrics({"val_loss": 0.3, "val_acc": 0.6, "epoch": 1}, step=7)
+    logger.finalize("success")
+    category = _tensorboard.LAYOUT_CATEGORY
+    assert _layouts(logger.log_dir) == [
+        (3, {category: [("loss", ["^loss$", "^val_loss$"])]}),
+        (
+            7,
+            {
+                category: [
+                    ("acc", ["^train_acc$", "^val_acc$"]),
+                    ("loss", ["^loss$", "^val_loss$"]),
+                ]
+            },
+        ),
+    ]
+    # The regexes select exactly those scalars.
+    tags = list(_scalars(logger.log_dir))
+    for _, series in _layouts(logger.log_dir)[-1][1][category]:
+        for regex in series:
+            assert len([t for t in tags if re.search(regex, t)]) == 1
+
+
+def test_train_val_layout_pairs() -> None:
+    """Pairs are made across the naming schemes; a metric without a partner has no chart."""
+    layout = _tensorboard.train_val_layout
+    assert layout(["loss", "lr", "epoch"]) == {}
+    assert layout(["val_loss"]) == {}
+    charts = layout(["train/loss", "val/loss", "mae_step", "mae_epoch", "val_mae", "val_x"])
+    assert charts[_tensorboard.LAYOUT_CATEGORY] == {
+        "loss": ["Multiline", ["^train/loss$", "^val/loss$"]],
+        "mae": ["Multiline", ["^mae_epoch$", "^mae_step$", "^val_mae$"]],
+    }
+
+
+def test_tensorboard_epoch_once_per_step(tmp_path: Path) -> None:
+    """'epoch' passed with the step values and again with the validation values of the same
+    step is written once."""
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0, "epoch": 0}, step=9)
+    logger.log_metrics({"val_loss": 1.0, "epoch": 0}, step=9)
+    logger.log_metrics({"loss": 1.0, "epoch": 1}, step=19)
+    logger.finalize("success")
+    assert _scalars(logger.log_dir)["epoch"] == [(9, 0.0), (19, 1.0)]
 
 
 def test_tensorboard_versions(tmp_path: Path) -> None:

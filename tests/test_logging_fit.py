@@ -128,11 +128,10 @@ def test_step_epoch_and_validation_points_in_tensorboard_and_csv(tmp_path: Path)
     assert [s for s, _ in tb["val_loss"]] == val_at
     assert [s for s, _ in _column(rows, "val_loss")] == val_at
 
-    # "epoch" rides along every write: 4 step writes, 2 validations, 1 epoch end per epoch.
+    # "epoch" rides along every write (4 step writes, 2 validations, 1 epoch end per
+    # epoch), and TensorBoard gets it once per step.
     epochs = [(s, int(v)) for s, v in tb["epoch"]]
-    assert sorted(epochs) == sorted(
-        [(s, s // 12) for s in train_x] + [(s, s // 12) for s in val_at] + [(11, 0), (23, 1)]
-    )
+    assert epochs == sorted({(s, s // 12) for s in [*train_x, *val_at, 11, 23]})
     assert all(r["epoch"] in ("0", "1") for r in rows)  # ints, as Lightning's CSV
 
     with open(os.path.join(str(loggers[2].log_dir), "metrics.jsonl")) as f:

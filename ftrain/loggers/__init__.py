@@ -11,6 +11,7 @@ from ._base import as_loggers as as_loggers
 from ._csv import CSVLogger as CSVLogger
 from ._jsonl import JSONLinesLogger as JSONLinesLogger
 from ._tensorboard import TensorBoardLogger as TensorBoardLogger
+from ._tensorboard import train_val_layout as train_val_layout
 
 __all__ = [
     "CSVLogger",
@@ -18,4 +19,5 @@ __all__ = [
     "Logger",
     "TensorBoardLogger",
     "as_loggers",
+    "train_val_layout",
 ]
