@@ -12,6 +12,7 @@ import datetime as _dt
 import math
 import os
 import re
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -191,6 +192,43 @@ def _check_profiler(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None
         )
 
 
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp", "single_device")
+_UNUSED_SUFFIXES = {"_find_unused_parameters_true": True, "_find_unused_parameters_false": False}
+
+
+def split_strategy(name: str) -> tuple[str, bool | None]:
+    """A strategy name without Lightning's ``_find_unused_parameters_*`` suffix, and the
+    value the suffix sets (None without one).
+
+    Example:
+        >>> split_strategy("ddp_find_unused_parameters_true")
+        ('ddp', True)
+    """
+    for suffix, value in _UNUSED_SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], value
+    return name, None
+
+
+def _check_strategy(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    base, unused = split_strategy(value) if isinstance(value, str) else (value, None)
+    ddp = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+    if base not in STRATEGIES or (unused is not None and base not in ddp):
+        raise ValueError(
+            f"strategy: unknown value {value!r}; accepted: "
+            + ", ".join(repr(c) for c in STRATEGIES)
+            + ", or a DDP one ending in '_find_unused_parameters_true'/'_false'"
+        )
+
+
+def _check_signal(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    names = sorted(s.name for s in signal.Signals)
+    if not isinstance(value, str) or value not in names:
+        raise ValueError(
+            f"{attribute.name} must be a signal name such as 'SIGUSR1' or 'SIGHUP', got {value!r}"
+        )
+
+
 def _check_positive(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{attribute.name} must be a number of seconds > 0, got {value!r}")
@@ -305,8 +343,10 @@ class FitConfig:
     )
     strategy: str = _flag(
         "auto",
-        "'auto', 'ddp', 'ddp_spawn', 'fsdp' or 'single_device'.",
-        _check_choice("auto", "ddp", "ddp_spawn", "fsdp", "single_device"),
+        "'auto', 'ddp', 'ddp_spawn', 'ddp_fork', 'ddp_notebook' (fork: runs from a Jupyter "
+        "kernel), 'fsdp' or 'single_device'; a DDP name may end in "
+        "'_find_unused_parameters_true' or '_false'.",
+        _check_strategy,
     )
     num_nodes: int = _flag(1, "Number of nodes (checked against the launcher).", _int_at_least(1))
     benchmark: bool | None = _flag(
@@ -369,6 +409,24 @@ class FitConfig:
         "N batches and at each epoch start; 1 = every batch, as Lightning (one collective "
         "per batch).",
         _int_at_least(1),
+    )
+    find_unused_parameters: bool = _flag(
+        False,
+        "DDP: allow parameters that take no part in some steps' loss (a skipped branch); "
+        "costs a graph traversal per step. Also set by a strategy ending in "
+        "'_find_unused_parameters_true'.",
+        _check_choice(True, False),
+    )
+    slurm_auto_requeue: bool = _flag(
+        True,
+        "Under SLURM: on slurm_requeue_signal, stop after the current batch, save "
+        "hpc_ckpt_N.ckpt in default_root_dir, requeue the job with scontrol and exit.",
+        _check_choice(True, False),
+    )
+    slurm_requeue_signal: str = _flag(
+        "SIGUSR1",
+        "Under SLURM: the signal sent before the time limit (sbatch --signal=USR1@90).",
+        _check_signal,
     )
     fsdp_policy: Any = _flag(
         None,

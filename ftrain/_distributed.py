@@ -20,6 +20,11 @@ Launching (``setup_distributed`` picks one):
 - ``strategy="ddp_spawn"``: ``torch.multiprocessing.start_processes`` runs ``fit`` in
   N spawned processes; the arguments must be picklable, rank 0's final state is
   loaded back into the caller's state, and ``fit`` returns normally.
+- ``strategy="ddp_fork"`` / ``"ddp_notebook"``: the same with the fork start method,
+  so nothing is pickled and functions defined in a notebook or ``python -c`` work;
+  CUDA must not be initialised in the parent before (a forked child cannot use it).
+- ``srun`` under SLURM: each task's SLURM variables give the torchrun ones
+  (``_slurm.export_launch_env``), then as under torchrun.
 
 Stop agreement. Every rank must stop after the same batch, or one rank waits in an
 all-reduce the others never join. A signal reaches one rank, max_time is a clock
@@ -66,7 +71,8 @@ from typing import Any
 
 import torch
 
-from ._config import FitConfig
+from ._config import FitConfig, split_strategy
+from ._slurm import export_launch_env
 from ._state import TrainState
 
 __all__ = ["DistEnv", "setup_distributed"]
@@ -222,6 +228,7 @@ class _Group(DistEnv):
         self.token = ""  # names the shard folders of the current FSDP save
         self.every = config.agree_every_n_batches
         self.sync_batchnorm = config.sync_batchnorm
+        self.find_unused_parameters = config.find_unused_parameters
         if self.sync_batchnorm and accelerator != "cuda":
             raise ValueError(
                 "sync_batchnorm=True needs accelerator='cuda': torch's SyncBatchNorm runs on "
@@ -304,7 +311,9 @@ class _Group(DistEnv):
                 module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
             if not any(p.requires_grad for p in module.parameters()):
                 return module  # nothing to synchronize (DDP refuses such a module)
-            return DistributedDataParallel(module, device_ids=device_ids)
+            return DistributedDataParallel(
+                module, device_ids=device_ids, find_unused_parameters=self.find_unused_parameters
+            )
 
         model = state.model
         wrapped = (
@@ -477,8 +486,11 @@ def setup_distributed(config: FitConfig) -> DistEnv:
     """
     from ._devices import resolve_accelerator, resolve_devices
 
-    strategy = config.strategy
+    strategy, unused = split_strategy(config.strategy)
+    if unused is not None and unused != config.find_unused_parameters:
+        config = config.replace(find_unused_parameters=unused)
     accelerator = resolve_accelerator(config.accelerator)
+    export_launch_env()  # srun's tasks: torchrun's variables from SLURM's
     if _launched():
         world = int(os.environ["WORLD_SIZE"])
         _check_launch(config, world)
@@ -500,7 +512,7 @@ def setup_distributed(config: FitConfig) -> DistEnv:
     _backend(config, accelerator)
     count = len(resolve_devices(accelerator, config.devices))
     if count == 1:
-        if strategy in ("ddp", "ddp_spawn", "fsdp"):
+        if strategy in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "fsdp"):
             warnings.warn(
                 f"strategy={strategy!r} with one device on one node: running in this "
                 "single process",
@@ -519,4 +531,6 @@ def setup_distributed(config: FitConfig) -> DistEnv:
 
     if strategy == "ddp_spawn":
         return SpawnLauncher(count)
+    if strategy in ("ddp_fork", "ddp_notebook"):
+        return SpawnLauncher(count, start_method="fork")
     return ScriptLauncher(count)

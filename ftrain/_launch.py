@@ -8,7 +8,9 @@ reaches them once (forwarded), and die with the supervisor (``PR_SET_PDEATHSIG``
 
 ``SpawnLauncher`` ("ddp_spawn") runs ``fit`` in N processes started with
 ``torch.multiprocessing.start_processes``; the arguments are pickled, and rank 0's
-final state is loaded back into the caller's state.
+final state is loaded back into the caller's state. With the fork start method
+("ddp_fork", "ddp_notebook") nothing is pickled: the workers are copies of this
+process, so a Jupyter kernel or ``python -c`` can launch them.
 """
 
 from __future__ import annotations
@@ -174,12 +176,13 @@ def _spawn_worker(
 
 
 class SpawnLauncher(DistEnv):
-    """Run ``fit`` in ``n`` spawned processes and return rank 0's result here."""
+    """Run ``fit`` in ``n`` spawned (or forked) processes and return rank 0's result here."""
 
     launched_here = True
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, start_method: str = "spawn") -> None:
         self.n = n
+        self.start_method = start_method
 
     def launch(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import torch
@@ -189,6 +192,12 @@ class SpawnLauncher(DistEnv):
         from ._loop import FitResult
 
         state = args[0]
+        if self.start_method == "fork" and torch.cuda.is_initialized():
+            raise RuntimeError(
+                "strategy='ddp_fork'/'ddp_notebook': CUDA was initialised in this process "
+                "before fit, and a forked process cannot use it; restart the kernel and do "
+                "not touch CUDA (e.g. .cuda(), torch.cuda.* calls) before fit"
+            )
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "result.pt")
             mp.start_processes(
@@ -196,7 +205,7 @@ class SpawnLauncher(DistEnv):
                 args=(self.n, free_port(), out, fn, args, kwargs),
                 nprocs=self.n,
                 join=True,
-                start_method="spawn",
+                start_method=self.start_method,
             )
             result = torch.load(out, weights_only=True)
         return FitResult(

@@ -37,6 +37,7 @@ from ._schedules import (
 )
 from ._seed import set_deterministic
 from ._signals import StopSignals
+from ._slurm import hpc_checkpoints, requeue_and_exit, requeue_signals, slurm_detected
 from ._state import TrainState
 from ._step import EvalStep, TrainStep, _check_accumulate
 from ._summary import model_summary
@@ -527,7 +528,8 @@ def fit(
             ``reload_dataloaders_every_n_epochs`` epochs).
         val_step: ``eval_step(fn)`` or ``(state, batch) -> (state, metrics)``.
         val_data: validation batches, or a factory.
-        ckpt_path: resume from a path, "last" or "best".
+        ckpt_path: resume from a path, "last", "best", or "hpc" (the newest
+            ``hpc_ckpt_N.ckpt`` a SLURM requeue saved in ``default_root_dir``, else "last").
         checkpoint: a checkpoint policy (``ft.checkpoint.ModelCheckpoint``, ``top_k``,
             ...), a list of them, or None for the default (newest epoch kept).
         logger: True (TensorBoard), False, a logger, or a list of loggers.
@@ -671,6 +673,7 @@ def _fit(
     payload: Mapping[str, Any] = {}
     if ckpt_path is None and dist.restarted:
         ckpt_path = "last"  # a worker group restarted by torchrun resumes by itself
+    ckpt_path = _hpc_ckpt_path(ckpt_path, root)
     if ckpt_path is not None:
         dirs = _search_dirs(policies, root, loggers)
         # Rank 0 picks the file; every rank loads it.
@@ -863,7 +866,8 @@ def _fit(
     if extra_loop.get("epoch_done"):
         epoch, start_batch = epoch + 1, 0
 
-    with StopSignals() as signals:
+    requeue_on = requeue_signals(config.slurm_auto_requeue, config.slurm_requeue_signal)
+    with StopSignals(extra=requeue_on) as signals:
         try:
             while True:
                 if is_max_reached(epoch, max_epochs) or is_max_reached(state.step, max_steps):
@@ -1199,6 +1203,13 @@ def _fit(
     profiler.close()
     for lg in loggers:
         lg.finalize("interrupted" if interrupted else "success")
+    if interrupted and requeue_on:
+        requeue = signals.requested in {s.name for s in requeue_on}
+        if dist.agree((requeue,), state.micro_step, now=True)[0]:
+            save = partial(
+                dist.save_checkpoint, state, extra=loop_extra(state, False), weights_only=False
+            )
+            requeue_and_exit(save, root, dist.is_main, say=partial(_say, bar))
     best, best_score, last = run.best_and_last()
     numbers = {k: v for k, v in _LazyFloats(run.callback_metrics()).items()}
     result = FitResult(
@@ -1326,6 +1337,16 @@ def _recover_policies(run: _Run, payload: Mapping[str, Any]) -> None:
             infos = list_checkpoints(d)
         previous = saved[i] if i < len(saved) else None
         run.policy_states[i] = policy.recover(previous, infos)
+
+
+def _hpc_ckpt_path(ckpt_path: Any, root: str) -> Any:
+    """``ckpt_path="hpc"``: the newest ``hpc_ckpt_N.ckpt`` in ``root``, else "last"; a job
+    SLURM requeued (``SLURM_RESTART_COUNT`` > 0) resumes from it by itself."""
+    restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+    if ckpt_path == "hpc" or (ckpt_path is None and restarted and slurm_detected()):
+        found = hpc_checkpoints(root)
+        return found[-1] if found else ("last" if ckpt_path == "hpc" else None)
+    return ckpt_path
 
 
 def _version_value(version: str) -> int | str:

@@ -1,4 +1,5 @@
-"""Graceful stop on SIGINT/SIGTERM: finish the step, save, flush, return."""
+"""Graceful stop on SIGINT/SIGTERM (and SLURM's requeue signal): finish the step, save,
+flush, return."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ __all__ = ["StopSignals"]
 class StopSignals:
     """Context manager turning SIGINT/SIGTERM into a stop request checked after each batch.
 
-    The first SIGINT or SIGTERM sets ``requested``; a second SIGINT raises
-    ``KeyboardInterrupt`` at once (abort). Handlers are installed only in the main
-    thread, and the previous handlers are restored on exit.
+    The first SIGINT or SIGTERM (or one of ``extra``) sets ``requested`` to its name; a
+    second SIGINT raises ``KeyboardInterrupt`` at once (abort). Handlers are installed
+    only in the main thread, and the previous handlers are restored on exit.
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, extra: tuple[signal.Signals, ...] = ()) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signals = (signal.SIGINT, signal.SIGTERM, *extra)
         self.requested: str | None = None
         self._previous: dict[int, Any] = {}
 
@@ -30,7 +32,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if self.enabled:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

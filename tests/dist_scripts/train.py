@@ -6,7 +6,8 @@ Every rank writes ``<out>.rank<r>`` with its final parameters and ``fit``'s metr
 ``--fail MODE --fail-at STEP`` makes one rank fail after that optimizer step:
 ``raise`` (an exception), ``hang`` (sleeps), ``exit`` (``os._exit(1)``, only in the
 first worker group of an elastic run), ``killall`` (SIGKILL to every rank),
-``sigterm`` (SIGTERM to itself: a graceful stop the ranks must agree on).
+``sigterm`` (SIGTERM to itself: a graceful stop the ranks must agree on), ``sigusr1``
+(SIGUSR1 to itself: SLURM's requeue signal). ``--fail-rank -1``: every rank.
 The failing rank writes the time it failed to ``<root>/failed_at``.
 ``--steps 4,8`` fits twice in the same processes, the second run resuming the first;
 ``--sweep`` fits once per entry of ``SWEEP`` (optimizer, accumulate, clip).
@@ -83,7 +84,8 @@ class Fail(ft.Callback):
                 f.write(str(os.getpid()))
 
     def on_train_batch_end(self, state: Any, metrics: Any, batch: Any, batch_idx: int) -> None:
-        if state.step != self.at or int(os.environ.get("RANK", 0)) != self.rank or self.done:
+        rank = int(os.environ.get("RANK", 0))
+        if state.step != self.at or self.rank not in (-1, rank) or self.done:
             return
         self.done = True
         os.makedirs(self.root, exist_ok=True)
@@ -97,6 +99,8 @@ class Fail(ft.Callback):
             os._exit(1)
         if self.mode == "sigterm":
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.mode == "sigusr1":
+            os.kill(os.getpid(), signal.SIGUSR1)
         if self.mode == "killall":
             files = glob.glob(os.path.join(self.root, "pid.*"))
             pids = [int(Path(f).read_text()) for f in files]
