@@ -235,11 +235,21 @@ def save_checkpoint(
     atomic_save(payload, path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: Any = "cpu", *, verify: bool = False
+) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``: it cannot run code).
 
+    Args:
+        path: the file.
+        map_location: where tensors go (``torch.load``'s argument).
+        verify: first check the CRC of every record of the file, so a flipped bit in
+            tensor data is caught (reads the file once more).
+
     Raises:
-        CheckpointError: missing, corrupt or truncated file, unsafe content, not an
-            ftrain checkpoint, or written by a newer format; the message names the file.
+        CheckpointError: missing, corrupt or truncated file (or a failed ``verify``), a
+            directory, torch's legacy format, unsafe content (naming the blocked
+            global), not an ftrain checkpoint, or written by a newer format; the
+            message names the file.
     """
-    return safe_load(path, map_location=map_location)
+    return safe_load(path, map_location=map_location, verify=verify)

@@ -144,8 +144,10 @@ class DistEnv:
         extra: Callable[[], dict[str, Any]],
         *,
         weights_only: bool,
+        overwrite: bool = True,
     ) -> None:
-        """Write ``state`` and ``extra()`` to ``path`` (rank 0 only)."""
+        """Write ``state`` and ``extra()`` to ``path`` (rank 0 only); ``overwrite=False``
+        raises ``FileExistsError`` rather than replace a file."""
         if not self.is_main:
             return
         from ._checkpointing import state_payload
@@ -153,7 +155,7 @@ class DistEnv:
 
         payload = state_payload(state, weights_only=weights_only)
         payload.update(extra())
-        atomic_save(payload, path)
+        atomic_save(payload, path, overwrite=overwrite)
 
     def link_checkpoint(self, target: str, path: str) -> bool:
         """Make ``path`` a link to the checkpoint ``target`` (rank 0); False: write instead."""
@@ -377,9 +379,12 @@ class _Group(DistEnv):
         extra: Callable[[], dict[str, Any]],
         *,
         weights_only: bool,
+        overwrite: bool = True,
     ) -> None:
         if not self.sharded:
-            super().save_checkpoint(state, path, extra, weights_only=weights_only)
+            super().save_checkpoint(
+                state, path, extra, weights_only=weights_only, overwrite=overwrite
+            )
             return
         from ._fsdp import save_sharded
 

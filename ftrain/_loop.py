@@ -28,6 +28,16 @@ from ._distributed import DistEnv, setup_distributed
 from ._evaluate import eval_sources, floats, run_eval
 from ._metrics import MetricCollector, to_float
 from ._profiler import make_profiler
+from ._resume_source import describe, find_checkpoint
+from ._rundir import (
+    NameTaken,
+    RunClaim,
+    check_root,
+    claim_dirs,
+    fresh_policy_state,
+    owned_names,
+    with_foreign,
+)
 from ._schedules import (
     can_stop_early,
     is_max_reached,
@@ -206,6 +216,8 @@ class _Run:
         # (a resume drops logged rows at steps >= the checkpoint's step, then replays).
         self.log_tail: list[tuple[dict[str, Any], int]] = []
         self.last_saved: str | None = None
+        self.created: set[str] = set()  # checkpoint paths this run wrote
+        self.claim = RunClaim()  # this run's locks in its checkpoint folders
         self.stop_requested = False
         self.stop_cause: str | None = None  # what first asked to stop (FitResult.stop_reason)
         self.end_reason: str | None = None
@@ -341,12 +353,22 @@ class _Run:
             ),
         )
         for i, policy in enumerate(self.policies):
-            pstate, actions = policy.update(self.policy_states[i], event)
-            self.policy_states[i] = pstate
-            self.apply_actions(i, actions, state, extra)
+            while True:
+                before = self.policy_states[i]
+                self.policy_states[i], actions = policy.update(before, event)
+                try:
+                    self.apply_actions(i, actions, state, extra, owned_names(before))
+                    break
+                except NameTaken as taken:  # another run wrote that name meanwhile
+                    self.policy_states[i] = with_foreign(before, [taken.name])
 
     def apply_actions(
-        self, i: int, actions: Sequence[Any], state: TrainState, extra: Callable[[], dict[str, Any]]
+        self,
+        i: int,
+        actions: Sequence[Any],
+        state: TrainState,
+        extra: Callable[[], dict[str, Any]],
+        owned: set[str],
     ) -> None:
         from .checkpoint import Delete, Save
 
@@ -367,12 +389,19 @@ class _Run:
                 os.path.join(dirpath, action.link_to), path
             )
             if not linked:
-                self.dist.save_checkpoint(
-                    state,
-                    path,
-                    partial(_with_info, extra, action.info),
-                    weights_only=self.policies[i].save_weights_only,
-                )
+                # A name this run does not own yet is a new file: never replace one on disk.
+                mine = action.name in owned or path in self.created
+                try:
+                    self.dist.save_checkpoint(
+                        state,
+                        path,
+                        partial(_with_info, extra, action.info),
+                        weights_only=self.policies[i].save_weights_only,
+                        overwrite=mine,
+                    )
+                except FileExistsError:
+                    raise NameTaken(action.name) from None
+            self.created.add(path)
             self.last_saved = path
             if self.policies[i].verbose and self.dist.is_main:
                 info = action.info
@@ -443,63 +472,13 @@ def _search_dirs(policies: list[Any], root: str, loggers: list[Any]) -> list[str
     return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
-def _newest_checkpoint(dirs: list[str]) -> str | None:
-    from .checkpoint._io import safe_load
-
-    candidates = [
-        os.path.join(d, name)
-        for d in dirs
-        for name in os.listdir(d)
-        if name.endswith(".ckpt")
-        and not name.startswith(".")
-        and os.path.exists(os.path.join(d, name))  # not a link whose target is gone
-    ]
-
-    def newest_key(path: str) -> tuple[int, int, float]:
-        try:
-            payload = safe_load(path)
-        except Exception:  # an unreadable file never wins
-            return (-1, -1, -1.0)
-        info = payload.get("checkpoint_info") or {}
-        counters = payload.get("counters") or {}
-        # Batches consumed break ties between files of one optimizer step (a validation
-        # inside an accumulation window saves after the step's own checkpoint).
-        return (
-            int(info.get("step", counters.get("step", -1))),
-            int(counters.get("micro_step", -1)),
-            os.path.getmtime(path),
-        )
-
-    return max(candidates, key=newest_key) if candidates else None
-
-
-def _find_ckpt(ckpt_path: str, dirs: list[str], policies: list[Any]) -> str | None:
-    if ckpt_path == "last":
-        path = _newest_checkpoint(dirs)
-        if path is None:
-            warnings.warn(
-                "fit(ckpt_path='last'): no checkpoint found; starting from scratch",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return path
-    if ckpt_path == "best":
-        from .checkpoint._io import safe_load
-
-        newest = _newest_checkpoint(dirs)
-        if newest is not None:
-            saved = safe_load(newest).get("policies") or []
-            for policy, pstate in zip(policies, saved, strict=False):
-                name = policy.best(pstate)
-                if name is not None:
-                    return os.path.join(os.path.dirname(newest), name)
-        raise ValueError(
-            "fit(ckpt_path='best'): there is no best checkpoint in "
-            + (", ".join(dirs) or "any checkpoint directory")
-        )
-    if not os.path.exists(ckpt_path):
-        raise FileNotFoundError(f"fit: ckpt_path {ckpt_path!r} does not exist")
-    return ckpt_path
+def _find_ckpt(
+    ckpt_path: str, dirs: list[str], policies: list[Any], loggers: Any = ()
+) -> str | None:
+    lg = loggers[0] if loggers else None
+    save_dir, name = getattr(lg, "save_dir", None), getattr(lg, "name", None)
+    base = os.path.join(save_dir, name) if save_dir and name else None
+    return find_checkpoint(ckpt_path, dirs, policies, base)
 
 
 def fit(
@@ -677,9 +656,11 @@ def _fit(
     if ckpt_path is not None:
         dirs = _search_dirs(policies, root, loggers)
         # Rank 0 picks the file; every rank loads it.
-        path = dist.share(lambda: _find_ckpt(os.fspath(ckpt_path), dirs, policies))
+        path = dist.share(lambda: _find_ckpt(os.fspath(ckpt_path), dirs, policies, loggers))
         if path is not None:
             state, payload = _resume(state, path, run, device)
+            if dist.is_main:
+                _say(bar, describe(path, payload))
             if os.fspath(ckpt_path) in ("last", "best"):
                 # Found by the policies' own rules, the file stays under them (a top-k
                 # file resumed from is evicted when k better ones exist, as without the
@@ -687,10 +668,18 @@ def _fit(
                 run.resumed_from = None
             extra_loop = payload.get("loop") or {}
             resumed = True
+    if dist.is_main and (loggers or policies):
+        check_root(root, loggers, policies)
     dist.share_logger_dirs(loggers)
     run.policy_dirs = _checkpoint_dirs(policies, root, loggers)
+    claim_dirs(run.claim, policies, run.policy_dirs, hold=dist.is_main)
     if resumed:
         _recover_policies(run, payload)
+    else:
+        run.policy_states = [
+            fresh_policy_state(p, d, warn=dist.is_main)
+            for p, d in zip(policies, run.policy_dirs, strict=True)
+        ]
     if config.auto_lr_find or config.auto_scale_batch_size not in (None, False):
         say = bar.print if bar.enabled else print
         train_data = tune_for_fit(state, step_fn, train_data, config, resumed=resumed, say=say)
@@ -747,6 +736,7 @@ def _fit(
                     "elapsed": run.elapsed(),
                     "epoch_done": epoch_done,
                     "logger_versions": [str(lg.version) for lg in loggers],
+                    "run_id": run.claim.run_id,
                     "train_metrics": run.train.state_dict(),
                     "metrics": run.metrics_state(st.step),
                 },
@@ -1183,6 +1173,7 @@ def _fit(
                 if epoch_stop:
                     break
         except BaseException as exc:
+            run.claim.release()
             run.call("on_exception", state=state, exception=exc)
             for lg in loggers:
                 lg.finalize("failed")
@@ -1199,6 +1190,7 @@ def _fit(
     else:
         run.call("on_train_end", state=state)
         run.checkpoint_event("fit_end", state, loop_extra(state, False))
+    run.claim.release()
     bar.close()
     profiler.close()
     for lg in loggers:

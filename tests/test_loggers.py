@@ -191,11 +191,12 @@ def test_tensorboard_epoch_once_per_step(tmp_path: Path) -> None:
 
 def test_tensorboard_versions(tmp_path: Path) -> None:
     """Versions count up from version_0; int and str versions name the folder; nothing is
-    created before the first write."""
+    created before the version is first used, which claims its folder."""
     first = TensorBoardLogger(tmp_path)
+    assert not os.path.exists(tmp_path / "ftrain_logs")
     assert first.version == 0
     assert first.log_dir == os.path.join(tmp_path, "ftrain_logs", "version_0")
-    assert not os.path.exists(tmp_path / "ftrain_logs")
+    assert os.path.isdir(tmp_path / "ftrain_logs" / "version_0")
     first.log_metrics({"a": 1.0}, step=0)
     first.finalize("success")
 
@@ -392,10 +393,11 @@ class _Partial:
 def test_as_loggers_cases(tmp_path: Path) -> None:
     """True/None give one TensorBoard logger under the root, False none; one logger or a
     list pass through."""
-    for value in (True, None):
+    for version, value in enumerate((True, None)):
         (default,) = as_loggers(value, str(tmp_path))
         assert isinstance(default, TensorBoardLogger)
-        assert default.log_dir == os.path.join(tmp_path, "ftrain_logs", "version_0")
+        # Each logger claims its own version folder.
+        assert default.log_dir == os.path.join(tmp_path, "ftrain_logs", f"version_{version}")
     assert as_loggers(False, str(tmp_path)) == []
     csv_logger, jsonl = CSVLogger(tmp_path), JSONLinesLogger(tmp_path)
     assert as_loggers(csv_logger, str(tmp_path)) == [csv_logger]

@@ -90,14 +90,15 @@ def ckpt_dir(root: Path) -> Path:
 
 
 def assert_checkpoints_loadable(root: Path) -> list[str]:
-    """Every committed file loads; the only other files are atomic_save's temp files."""
+    """Every committed file loads; the only other files are temp and lock files."""
     names = sorted(os.listdir(ckpt_dir(root)))
     for name in names:
         if name.endswith(".ckpt") and not name.startswith("."):
             payload = ft.load_checkpoint(ckpt_dir(root) / name)
             assert "checkpoint_info" in payload
         else:
-            assert name.startswith(".") and name.endswith(".tmp"), name
+            # A killed run also leaves its (released) lock file.
+            assert name.startswith(".") and name.endswith((".tmp", ".lock")), name
     return [n for n in names if n.endswith(".tmp")]
 
 
@@ -169,7 +170,11 @@ def assert_same_run(ref: Reference, root: Path, history: list[str]) -> None:
     assert [s for s, _ in tb_got["loss"]] == list(range(12)), where  # no gaps
     assert csv_text(root) == csv_text(ref.root), f"metrics.csv differs; {where}"
     # The policies' state travelled with the checkpoints: the same files are kept.
-    assert sorted(os.listdir(ckpt_dir(root))) == sorted(os.listdir(ckpt_dir(ref.root))), where
+    files, ref_files = (
+        sorted(n for n in os.listdir(ckpt_dir(r)) if not n.startswith("."))
+        for r in (root, ref.root)
+    )
+    assert files == ref_files, where
 
 
 def test_exact_resume_after_sigkill_at_chosen_points(

@@ -20,8 +20,10 @@ driver writes it for a policy, ``"checkpoint_info"``
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
+import re
 import uuid
 import warnings
 import zipfile
@@ -31,6 +33,7 @@ from typing import Any
 import attrs
 import torch
 
+from ._payload import UnloadableValueError, check_payload
 from ._policy import CheckpointInfo
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "link_checkpoint",
     "list_checkpoints",
     "safe_load",
+    "verify_zip",
 ]
 
 FORMAT_VERSION = 1
@@ -83,7 +87,49 @@ def _fsync_dir(dirpath: str) -> None:
         os.close(fd)
 
 
-def atomic_write_obj(obj: Any, path: str | os.PathLike[str]) -> None:
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or what it was raised from) is a full disk or quota."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    # torch's zip writer reports a short write without the OSError behind it.
+    return "unexpected pos" in str(err) and isinstance(err, RuntimeError)
+
+
+def _write_temp(obj: Any, tmp: str) -> None:
+    with open(tmp, "xb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _commit(tmp: str, target: str, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``target``; without ``overwrite``, fail if ``target`` exists.
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and ``target`` exists (a file another
+            run wrote under that name meanwhile); ``tmp`` is left for the caller.
+    """
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        # A hard link never replaces a file: the check and the rename are one step.
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links on this filesystem: check, then rename (a tiny window).
+        if os.path.exists(target):
+            raise FileExistsError(errno.EEXIST, "file exists", target) from None
+        os.replace(tmp, target)
+        return
+    os.unlink(tmp)
+
+
+def atomic_write_obj(obj: Any, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
     """Write any object with ``torch.save`` atomically (temp file, fsync, rename).
 
     :func:`atomic_save` is this for checkpoints; use this for other artefacts
@@ -95,32 +141,41 @@ def atomic_write_obj(obj: Any, path: str | os.PathLike[str]) -> None:
     os.makedirs(dirpath, exist_ok=True)
     tmp = os.path.join(dirpath, f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}{_TMP_SUFFIX}")
     try:
-        with open(tmp, "xb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+        _write_temp(obj, tmp)
+        _commit(tmp, target, overwrite)
+    except BaseException as err:
         # Also on KeyboardInterrupt: the target is still the old file.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, Exception) and _disk_full(err):
+            raise CheckpointError(
+                f"cannot write {target!r}: no space left on device (the previous files "
+                "are intact; free some space or choose another dirpath)"
+            ) from err
         raise
     _fsync_dir(dirpath)
 
 
-def atomic_save(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+def atomic_save(
+    obj: Mapping[str, Any], path: str | os.PathLike[str], *, overwrite: bool = True
+) -> None:
     """Write ``obj`` with ``torch.save`` so that ``path`` is never seen half-written.
 
     Adds ``"ftrain_format": FORMAT_VERSION`` unless ``obj`` has that key; ``obj``
-    itself is not changed. Creates the folder if needed.
+    itself is not changed. Creates the folder if needed. Before writing, checks that
+    :func:`safe_load` will be able to read every value back.
 
     Args:
-        obj: the payload; tensors, numbers, strings, None and containers only, or
-            :func:`safe_load` will refuse it.
-        path: the target file; replaced if it exists.
+        obj: the payload; tensors, numbers, strings, None and containers only.
+        path: the target file; replaced if it exists (see ``overwrite``).
+        overwrite: False to never replace an existing file (``FileExistsError``).
 
     Raises:
+        CheckpointError: a value ``torch.load(weights_only=True)`` would refuse (the
+            message names its key path and type), or the disk is full ("no space left
+            on device"); nothing is written and the old file is intact.
         NotADirectoryError: the folder path is, or is under, an existing file.
+        FileExistsError: ``overwrite=False`` and ``path`` exists.
         Exception: whatever writing raised; the old file is then untouched and no
             temp file remains.
 
@@ -133,7 +188,11 @@ def atomic_save(obj: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """
     payload = dict(obj)
     payload.setdefault("ftrain_format", FORMAT_VERSION)
-    atomic_write_obj(payload, path)
+    try:
+        check_payload(payload)
+    except UnloadableValueError as err:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} not written: {err}") from None
+    atomic_write_obj(payload, path, overwrite=overwrite)
 
 
 def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
@@ -177,43 +236,93 @@ def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]
 
 def _weights_only_reason(err: BaseException) -> str:
     text = str(err)
+    blocked = re.search(r"GLOBAL ([\w.]+)", text)
+    if blocked:
+        return f"it holds a {blocked.group(1)}, a global the safe loader does not allow"
     marker = "WeightsUnpickler error:"
     if marker in text:
         return text.split(marker, 1)[1].strip().splitlines()[0].strip()
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
-def safe_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+# ``torch.save(..., _use_new_zipfile_serialization=False)``: a pickle whose first
+# value is torch's legacy magic number.
+_LEGACY_HEAD = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _not_zip_reason(name: str) -> str:
+    with open(name, "rb") as f:
+        head = f.read(len(_LEGACY_HEAD))
+    if head == _LEGACY_HEAD:
+        return (
+            "is in torch's legacy (pre-1.6, non-zip) format, which ftrain does not read; "
+            "convert it with torch.save(torch.load(path, weights_only=True), path) once"
+        )
+    return "is corrupt or truncated (not a complete torch zip file)"
+
+
+def verify_zip(path: str | os.PathLike[str]) -> None:
+    """Check every record's CRC in a checkpoint's zip (reads the whole file).
+
+    Raises:
+        CheckpointError: a record whose bytes changed since it was written (a flipped
+            bit in tensor data), naming the file and the record.
+    """
+    name = os.fspath(path)
+    try:
+        with zipfile.ZipFile(name) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"checkpoint {name!r} is corrupt ({err})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {name!r} is corrupt: record {bad!r} fails its CRC check")
+
+
+def safe_load(
+    path: str | os.PathLike[str],
+    map_location: Any = "cpu",
+    *,
+    verify: bool = False,
+    mmap: bool = False,
+) -> dict[str, Any]:
     """Load an ftrain checkpoint with ``torch.load(weights_only=True)``.
 
     Args:
         path: the file.
         map_location: passed to ``torch.load``.
+        verify: first check the CRC of every record (reads the file once more).
+        mmap: map tensors from the file instead of reading them (cheap metadata peeks).
 
     Returns:
         The payload dict.
 
     Raises:
-        CheckpointError: the file is missing, corrupt or truncated, holds objects
-            that are not plain tensors/containers (refused for safety, none of its
-            code runs), is not an ftrain checkpoint, or was written by a newer ftrain.
+        CheckpointError: the file is missing, a directory, corrupt or truncated (or
+            fails ``verify``), in torch's legacy format, holds objects that are not
+            plain tensors/containers (refused for safety, none of its code runs; the
+            blocked global is named), is not an ftrain checkpoint, or was written by a
+            newer ftrain.
     """
     name = os.fspath(path)
+    if os.path.isdir(name):
+        raise CheckpointError(
+            f"checkpoint {name!r} is a directory; name a checkpoint file inside it"
+        )
     if not os.path.isfile(name):
         raise CheckpointError(f"checkpoint {name!r} does not exist")
     # ftrain writes only the zip format; anything else (a cut-off file, random
     # bytes) would send torch into its legacy pickle reader with murkier errors.
     if not zipfile.is_zipfile(name):
-        raise CheckpointError(
-            f"checkpoint {name!r} is corrupt or truncated (not a complete torch zip file)"
-        )
+        raise CheckpointError(f"checkpoint {name!r} {_not_zip_reason(name)}")
+    if verify:
+        verify_zip(name)
     try:
-        payload = torch.load(name, map_location=map_location, weights_only=True)
+        payload = torch.load(name, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {name!r} contains objects that are not plain tensors/containers "
-            f"and was refused for safety ({_weights_only_reason(err)}); load it with "
-            "torch.load(weights_only=False) only if you trust where it came from"
+            f"checkpoint {name!r} was refused for safety ({_weights_only_reason(err)}; "
+            "none of its code ran); load it with torch.load(weights_only=False) only if "
+            "you trust where it came from"
         ) from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Logger", "as_loggers"]
+__all__ = ["Logger", "as_loggers", "claim_version"]
 
 _VERSION_DIR = re.compile(r"version_(\d+)")
 _MEMBERS = (
@@ -98,12 +98,35 @@ def next_version(root: str) -> int:
     return max(found, default=-1) + 1
 
 
+def claim_version(root: str) -> int:
+    """Create the first free ``version_N`` folder of ``root`` and return ``N``.
+
+    ``os.mkdir`` fails if the folder exists, so runs started together in one root
+    each get their own version: a run that loses the race tries the next number.
+
+    Args:
+      root: the ``save_dir/name`` folder; created if missing.
+
+    Returns:
+      The version whose folder this call created.
+    """
+    os.makedirs(root, exist_ok=True)
+    version = next_version(root)
+    while True:
+        try:
+            os.mkdir(os.path.join(root, f"version_{version}"))
+        except FileExistsError:
+            version = max(version + 1, next_version(root))
+            continue
+        return version
+
+
 class VersionedLogger:
     """Directory handling shared by loggers writing to ``save_dir/name/version_N``.
 
-    The version is resolved on first use of ``version``, ``log_dir`` or a write,
-    and the folder is created on the first write only, so building a logger
-    writes nothing.
+    Building a logger writes nothing. The first use of ``version``, ``log_dir`` or
+    a write claims the next free ``version_N`` by creating its folder (atomic, so
+    concurrent runs never share a version).
 
     Args:
       save_dir: root folder of all experiments.
@@ -137,9 +160,9 @@ class VersionedLogger:
 
     @property
     def version(self) -> int | str:
-        """Run version; the first access picks the next free ``version_N``."""
+        """Run version; the first access claims the next free ``version_N``."""
         if self._version is None:
-            self._version = next_version(os.path.join(self._save_dir, self._name))
+            self._version = claim_version(os.path.join(self._save_dir, self._name))
         return self._version
 
     @property

@@ -82,16 +82,19 @@ def kill_in_save(step: int) -> None:
     """SIGKILL between writing and renaming the first checkpoint file of ``step``."""
     import ftrain.checkpoint._io as io
 
-    real_replace = os.replace
+    def before(rename: Any) -> Any:
+        def renamed(src: str, dst: str) -> None:
+            if dst.endswith(f"-step={step}.ckpt"):
+                die()  # the temp file is complete and fsynced, the rename not done
+            rename(src, dst)
 
-    def replace(src: str, dst: str) -> None:
-        if dst.endswith(f"-step={step}.ckpt"):
-            die()  # the temp file is complete and fsynced, the rename not done
-        real_replace(src, dst)
+        return renamed
 
     io.os = type(os)("os_for_test")  # type: ignore[attr-defined]
     io.os.__dict__.update(os.__dict__)
-    io.os.replace = replace
+    # A new file is committed with a hard link (never replaces), a rewrite with replace.
+    io.os.replace = before(os.replace)
+    io.os.link = before(os.link)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,219 @@
+"""A run's own place on disk: claimed folders, a lock held while it lives, no clobbering.
+
+Runs started together in one ``default_root_dir`` never share a file: a logger
+claims its ``version_N`` folder with ``os.mkdir`` (see ``loggers.claim_version``),
+and each run holds an advisory lock file ``.ftrain-run-<id>.lock`` in every
+checkpoint folder it writes, so a resume can tell a crashed run's files from those
+of a run that is still going. A fresh run treats every file already in a folder as
+foreign: its own files get ``-v1`` names beside them, and it never replaces or
+deletes them. Locks use ``fcntl.flock`` (released by the kernel when the process
+dies); where there is no ``fcntl`` (Windows) every run counts as finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+import warnings
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "NameTaken",
+    "RunClaim",
+    "check_root",
+    "checkpoint_names",
+    "claim_dirs",
+    "fresh_policy_state",
+    "is_live",
+    "lock_name",
+    "owned_names",
+    "with_foreign",
+    "writable_dir",
+]
+
+_LOCK_PREFIX = ".ftrain-run-"
+_LOCK_SUFFIX = ".lock"
+_EXT = ".ckpt"
+
+
+class NameTaken(Exception):
+    """A checkpoint name the policy chose was created on disk by another run meanwhile."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def lock_name(run_id: str) -> str:
+    """The lock file's name of run ``run_id`` inside a checkpoint folder."""
+    return f"{_LOCK_PREFIX}{run_id}{_LOCK_SUFFIX}"
+
+
+def writable_dir(path: str, flag: str) -> None:
+    """Create ``path`` if needed and check that files can be created in it.
+
+    Raises:
+        ValueError: the path is a file, or is under one; or it cannot be created or
+            written; the message names ``flag`` (the argument that chose the path).
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{flag}: {path!r} is not a directory (a file is in the way)") from None
+    except OSError as err:
+        raise ValueError(f"{flag}: cannot create {path!r} ({err.strerror})") from None
+    if not os.path.isdir(path):
+        raise ValueError(f"{flag}: {path!r} is not a directory")
+    probe = os.path.join(path, f".ftrain-probe-{uuid.uuid4().hex[:12]}")
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag}: cannot write into {path!r} ({err.strerror})") from None
+    os.unlink(probe)
+
+
+def is_live(dirpath: str, run_id: object) -> bool:
+    """Whether the run ``run_id`` still holds its lock in ``dirpath`` (it is running).
+
+    A lock file left by a run that died is removed on the way.
+    """
+    if fcntl is None or not isinstance(run_id, str) or not run_id:
+        return False
+    path = os.path.join(dirpath, lock_name(run_id))
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        # Its run is gone, and run ids are never reused: nobody can want this file.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return False
+    finally:
+        os.close(fd)
+
+
+class RunClaim:
+    """The locks one ``fit`` run holds, one per checkpoint folder, until :meth:`release`.
+
+    Args:
+        run_id: the run's id (stored in its checkpoints); a fresh one by default.
+    """
+
+    def __init__(self, run_id: str | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:16]
+        self._held: dict[str, int] = {}
+        self._finalizer = weakref.finalize(self, _close_all, self._held)
+
+    def hold(self, dirpath: str, flag: str) -> None:
+        """Create ``dirpath`` (checked writable) and hold this run's lock in it.
+
+        Raises:
+            ValueError: the folder cannot be created or written (names ``flag``).
+        """
+        writable_dir(dirpath, flag)
+        if fcntl is None or dirpath in self._held:
+            return
+        path = os.path.join(dirpath, lock_name(self.run_id))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._held[dirpath] = fd
+
+    def release(self) -> None:
+        """Drop every lock and remove the lock files; idempotent."""
+        for dirpath in list(self._held):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(dirpath, lock_name(self.run_id)))
+        _close_all(self._held)
+
+
+def _close_all(held: dict[str, int]) -> None:
+    for fd in held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    held.clear()
+
+
+def checkpoint_names(dirpath: str) -> list[str]:
+    """The committed checkpoint files of a folder (no temp or hidden files)."""
+    try:
+        entries = os.listdir(dirpath)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        e
+        for e in entries
+        if e.endswith(_EXT)
+        and not e.startswith(".")
+        and os.path.exists(os.path.join(dirpath, e))  # not a link whose target is gone
+    )
+
+
+def fresh_policy_state(policy: Any, dirpath: str, *, warn: bool = True) -> dict[str, Any]:
+    """The state of a fresh run's policy: every file already in ``dirpath`` is foreign.
+
+    Foreign files are never replaced or deleted; the policy versions its own names
+    against them (``last-v1.ckpt``). Warns (if ``warn``) when the folder holds checkpoints.
+    """
+    existing = checkpoint_names(dirpath)
+    if existing and warn:
+        warnings.warn(
+            f"checkpoint folder {dirpath!r} is not empty ({len(existing)} checkpoint files); "
+            "this run keeps them and names its own files beside them (-v1, -v2, ...)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return policy.recover(None, [], existing=existing)  # type: ignore[no-any-return]
+
+
+def with_foreign(pstate: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """``pstate`` with ``names`` added to the files the policy must not touch."""
+    return {**pstate, "foreign": sorted(set(pstate.get("foreign", [])) | set(names))}
+
+
+def owned_names(pstate: Mapping[str, Any]) -> set[str]:
+    """The file names a policy state owns (it may replace or delete them)."""
+    return {f["name"] for part in pstate.get("parts", []) for f in part.get("files", [])}
+
+
+def check_root(root: str, loggers: Iterable[Any], policies: Iterable[Any]) -> None:
+    """Check ``default_root_dir`` before training when a logger or a policy writes there.
+
+    Raises:
+        ValueError: it is a file, or cannot be created or written (names the flag).
+    """
+    uses_root = any(getattr(p, "dirpath", None) is None for p in policies) or any(
+        os.path.abspath(os.fspath(getattr(lg, "save_dir", "") or "")) == os.path.abspath(root)
+        for lg in loggers
+    )
+    if uses_root:
+        writable_dir(root, "default_root_dir")
+
+
+def claim_dirs(
+    claim: RunClaim, policies: Iterable[Any], dirs: Iterable[str], *, hold: bool
+) -> None:
+    """Check every checkpoint folder writable and hold the run's lock in it (if ``hold``).
+
+    Raises:
+        ValueError: a folder cannot be created or written; names the policy's
+            ``dirpath`` or ``default_root_dir``, whichever chose it.
+    """
+    if not hold:
+        return
+    for policy, dirpath in zip(policies, dirs, strict=True):
+        flag = "default_root_dir" if policy.dirpath is None else "checkpoint dirpath"
+        claim.hold(dirpath, flag)
