@@ -320,9 +320,10 @@ def safe_load(
         payload = torch.load(name, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"checkpoint {name!r} was refused for safety ({_weights_only_reason(err)}; "
-            "none of its code ran); load it with torch.load(weights_only=False) only if "
-            "you trust where it came from"
+            f"checkpoint {name!r} contains objects that are not plain tensors/containers "
+            f"and was refused for safety ({_weights_only_reason(err)}; none of its code "
+            "ran); load it with torch.load(weights_only=False) only if you trust where it "
+            "came from"
         ) from None
     except (RuntimeError, EOFError, KeyError, ValueError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(
