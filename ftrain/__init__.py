@@ -37,6 +37,11 @@ from ._metrics import log_dict as log_dict
 from ._precision import PRECISIONS as PRECISIONS
 from ._seed import mix_seed as mix_seed
 from ._seed import seed_everything as seed_everything
+from ._sources import DataFactory as DataFactory
+from ._sources import per_batch_size as per_batch_size
+from ._sources import per_epoch as per_epoch
+from ._sources import per_validation as per_validation
+from ._sources import validation_seed as validation_seed
 from ._state import SchedulerConfig as SchedulerConfig
 from ._state import TrainState as TrainState
 from ._step import EvalStep as EvalStep
@@ -48,6 +53,8 @@ from ._step import eval_step as eval_step
 from ._step import train_step as train_step
 from ._summary import model_summary as model_summary
 from ._timer import Timer as Timer
+from ._windows import RandomWindows as RandomWindows
+from ._windows import window_offsets as window_offsets
 
 __version__ = "0.1.0"
 
@@ -55,6 +62,7 @@ __all__ = [
     "PRECISIONS",
     "Callback",
     "Combinator",
+    "DataFactory",
     "EarlyStopping",
     "EvalStep",
     "FitConfig",
@@ -62,6 +70,7 @@ __all__ = [
     "LearningRateMonitor",
     "Logged",
     "Metrics",
+    "RandomWindows",
     "SchedulerConfig",
     "Step",
     "TensorLoader",
@@ -84,6 +93,9 @@ __all__ = [
     "loggers",
     "mix_seed",
     "model_summary",
+    "per_batch_size",
+    "per_epoch",
+    "per_validation",
     "precision",
     "predict",
     "restore",
@@ -95,4 +107,6 @@ __all__ = [
     "train_step",
     "tune",
     "validate",
+    "validation_seed",
+    "window_offsets",
 ]

@@ -37,6 +37,7 @@ from torch.utils.data import (
 )
 
 from ._seed import mix_seed as mix_seed
+from ._windows import RandomWindows
 
 __all__ = [
     "SeededBatchSampler",
@@ -528,7 +529,8 @@ def prepare_loader(
       either. Any other sampler's order is read in full each epoch (after its
       ``set_epoch``, if any) and sharded; it must be deterministic for an exact resume. A
       ``DistributedSampler`` is taken as already sharded.
-    - A ``TensorLoader`` is set to this epoch, skip, shard and seed (its own seed wins).
+    - A ``TensorLoader`` or ``RandomWindows`` is set to this epoch, skip, shard and seed
+      (its own seed wins).
     - Anything else (a DataLoader with a user ``batch_sampler``, an ``IterableDataset``, a
       DataLoader subclass, any iterable) is returned as is (a DataLoader's sampler and
       batch sampler get ``set_epoch`` if they have it); skipped batches are then loaded
@@ -564,7 +566,7 @@ def prepare_loader(
     _check_int(owner, "epoch", epoch, 0)
     _check_int(owner, "skip_batches", skip_batches, 0)
     _check_shard(owner, rank, world_size)
-    if isinstance(data, TensorLoader):
+    if isinstance(data, (TensorLoader, RandomWindows)):
         data.shard(rank, world_size)
         data._configure(seed, shuffle_default)
         data.set_epoch(epoch)
@@ -584,9 +586,10 @@ def prepare_loader(
     if skip_batches == 0:
         return data
     warnings.warn(
-        f"prepare_loader: resuming {type(data).__name__} by loading and discarding "
-        f"{skip_batches} batches (only a DataLoader with default batching or a "
-        "TensorLoader skips by index)",
+        f"prepare_loader: resuming {type(data).__name__} mid-epoch by loading and discarding "
+        f"{skip_batches} batches, which costs as much time as reading them; a loader with "
+        "state_dict()/load_state_dict() (torchdata's StatefulDataLoader) resumes without "
+        "re-reading",
         stacklevel=2,
     )
     return _Skipped(data, skip_batches)

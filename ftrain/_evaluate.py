@@ -18,6 +18,7 @@ import torch
 from ._data import batch_size_of, loader_length, move_to_device, prepare_loader
 from ._metrics import MetricCollector, to_float
 from ._schedules import limit_batches
+from ._sources import check_eval_data, one_set, refuse_dataset
 from ._state import TrainState
 from ._step import EvalStep
 
@@ -107,20 +108,14 @@ def _run_one(
     return values, collector, count
 
 
-def eval_sources(data: Any) -> list[Any] | None:
-    """The loaders of a list/tuple of several eval loaders (Lightning's multiple
-    dataloaders), or None for one iterable of batches."""
-    from torch.utils.data import DataLoader
+def eval_sources(data: Any) -> list[tuple[str, Any]] | None:
+    """The named loaders of several eval sets (``{name: loader}``, or a list of loaders
+    named ``dataloader_idx_{i}`` as Lightning's), or None for one iterable of batches.
 
-    from ._data import TensorLoader
-
-    if (
-        isinstance(data, (list, tuple))
-        and len(data) > 1
-        and all(isinstance(d, (DataLoader, TensorLoader)) for d in data)
-    ):
-        return list(data)
-    return None
+    Raises:
+        TypeError: a list or mapping with an item that is not a loader.
+    """
+    return check_eval_data("val_data", data)
 
 
 def run_eval(
@@ -129,25 +124,26 @@ def run_eval(
     """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
 
     Epoch values map logger names to ``(value, spec)``; values stay on the device.
-    ``data`` may be a list of several loaders: each is evaluated on its own and its
-    names get Lightning's ``/dataloader_idx_{i}`` suffix.
+    ``data`` may be several sets (a list of loaders or ``{name: loader}``): each is
+    evaluated on its own and its names get the suffix ``/{name}`` (for a list,
+    Lightning's ``/dataloader_idx_{i}``).
     """
-    sources = eval_sources(data)
+    stage = kwargs.get("stage", "validate")
+    sources = check_eval_data("val_data" if stage == "validate" else f"{stage}_data", data)
     if sources is None:
-        return _run_one(state, step, data, **kwargs)
+        return _run_one(state, step, one_set(data), **kwargs)
     merged: dict[str, Any] = {}
     total = 0
     collector = MetricCollector(kwargs.get("stage", "validate"))
-    owner: dict[str, int] = {}  # names logged without the index: the loader that did
-    for i, source in enumerate(sources):
-        values, collector, count = _run_one(
-            state, step, source, suffix=f"/dataloader_idx_{i}", **kwargs
-        )
+    owner: dict[str, str] = {}  # names logged without the set's name: the set that did
+    for key, source in sources:
+        values, collector, count = _run_one(state, step, source, suffix=f"/{key}", **kwargs)
+        label = key.removeprefix("dataloader_idx_") if isinstance(data, (list, tuple)) else key
         for name, spec in collector.specs.items():
-            if not spec.add_dataloader_idx and owner.setdefault(name, i) != i:
+            if not spec.add_dataloader_idx and owner.setdefault(name, label) != label:
                 raise ValueError(
                     f"metric {name!r} was logged with add_dataloader_idx=False by dataloaders "
-                    f"{owner[name]} and {i}: the names clash; log a different name per "
+                    f"{owner[name]} and {label}: the names clash; log a different name per "
                     "dataloader or keep add_dataloader_idx=True"
                 )
         merged.update(values)
@@ -325,6 +321,7 @@ def predict(
     """
     from ._precision import parse_precision
 
+    refuse_dataset("data", data)
     state, device, config = _setup_eval(state, flags, ckpt_path)
     precision = parse_precision(config.precision)
     n = limit_batches(loader_length(data), config.limit_predict_batches, "limit_predict_batches")

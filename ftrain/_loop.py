@@ -22,7 +22,7 @@ import torch
 
 from ._callbacks import EarlyStopping, LearningRateMonitor
 from ._config import FitConfig
-from ._data import TensorLoader, batch_size_of, loader_length, move_to_device, prepare_loader
+from ._data import TensorLoader, batch_size_of, loader_length, move_to_device
 from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
 from ._evaluate import eval_sources, floats, run_eval
@@ -48,7 +48,9 @@ from ._schedules import (
 from ._seed import set_deterministic
 from ._signals import StopSignals
 from ._slurm import hpc_checkpoints, requeue_and_exit, requeue_signals, slurm_detected
+from ._sources import ValidationData, check_eval_data, check_train_data
 from ._state import TrainState
+from ._stateful import LoaderPosition
 from ._step import EvalStep, TrainStep, _check_accumulate
 from ._summary import model_summary
 
@@ -502,11 +504,15 @@ def fit(
     Args:
         state: the initial state (consumed: use the returned one).
         train_step: ``(state, batch) -> (state, metrics)``, e.g. from ``train_step``.
-        train_data: an iterable of batches (a DataLoader, a ``TensorLoader``, any
-            iterable), or a factory ``epoch -> iterable`` (re-called every
-            ``reload_dataloaders_every_n_epochs`` epochs).
+        train_data: an iterable of batches (a DataLoader, a ``TensorLoader``,
+            ``RandomWindows``, any re-iterable object), ``per_epoch(fn)`` (or a bare
+            ``fn``) with ``fn(epoch) -> iterable`` re-called every
+            ``reload_dataloaders_every_n_epochs`` epochs, or with
+            ``auto_scale_batch_size`` ``per_batch_size(fn)``.
         val_step: ``eval_step(fn)`` or ``(state, batch) -> (state, metrics)``.
-        val_data: validation batches, or a factory.
+        val_data: validation batches, several sets (``{name: loader}`` or a list of
+            loaders), ``per_epoch(fn)``, or ``per_validation(fn)`` with
+            ``fn(seed) -> data`` called at every validation run.
         ckpt_path: resume from a path, "last", "best", or "hpc" (the newest
             ``hpc_ckpt_N.ckpt`` a SLURM requeue saved in ``default_root_dir``, else "last").
         checkpoint: a checkpoint policy (``ft.checkpoint.ModelCheckpoint``, ``top_k``,
@@ -535,6 +541,9 @@ def fit(
         raise TypeError(f"fit: train_step must be callable, got {type(train_step).__name__}")
     if val_step is None and val_data is not None:
         raise ValueError("fit: val_data was given without val_step")
+    check_train_data(train_data, scale_batch_size=config.auto_scale_batch_size not in (None, False))
+    if val_data is not None:
+        check_eval_data("val_data", val_data)
 
     dist = setup_distributed(config)
     if dist.launched_here:
@@ -709,23 +718,11 @@ def _fit(
     run.val_log_step = int(extra_loop.get("val_log_step", 0))
     last_reload = -1
     train_loader_src: Any = None
-    val_loader_src: Any = None
 
-    last_val_reload = -1
-
-    def current_val_data(epoch: int) -> Any:
-        nonlocal val_loader_src, last_val_reload
-        if _is_factory(val_data):
-            # Counted apart from the training data's reloads (as Lightning does): the
-            # training factory of the same epoch has already been called.
-            if val_loader_src is None or (
-                config.reload_dataloaders_every_n_epochs
-                and epoch - last_val_reload >= config.reload_dataloaders_every_n_epochs
-            ):
-                val_loader_src = val_data(epoch)
-                last_val_reload = epoch
-            return val_loader_src
-        return val_data
+    val_source = ValidationData(val_data, seed, config.reload_dataloaders_every_n_epochs)
+    val_source.runs = int(extra_loop.get("val_runs", 0))
+    position = LoaderPosition()  # a stateful training loader's saved position
+    position.restore(extra_loop.get("data"))
 
     def loop_extra(st: TrainState, epoch_done: bool) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
@@ -733,6 +730,8 @@ def _fit(
                 "loop": {
                     "total_batch_idx": total_batch_idx,
                     "val_log_step": run.val_log_step,
+                    "val_runs": val_source.runs,
+                    "data": position.saved(st.batch_idx, epoch_done),
                     "elapsed": run.elapsed(),
                     "epoch_done": epoch_done,
                     "logger_versions": [str(lg.version) for lg in loggers],
@@ -772,7 +771,7 @@ def _fit(
     def validate(st: TrainState, log_step: int, epoch: int, defer: bool = False) -> None:
         run.call("on_validation_start", state=st)
         profiler.start("validation")
-        data = current_val_data(epoch)
+        data = val_source.get(epoch)
         total = (
             None
             if eval_sources(data) is not None
@@ -826,7 +825,7 @@ def _fit(
     # Sanity check --------------------------------------------------------------------
     sanity = config.num_sanity_val_steps
     if validating and sanity != 0 and not resumed and not fast:
-        data = current_val_data(state.epoch)
+        data = val_source.get(state.epoch, sanity=True)
         bar.eval_start("Sanity check", None if sanity < 0 else sanity)
         run_eval(
             state,
@@ -898,13 +897,14 @@ def _fit(
                     source = train_loader_src
                 else:
                     source = train_data
-                loader = prepare_loader(
+                loader = position.prepare(
                     source,
                     seed=seed,
                     epoch=epoch,
                     skip_batches=start_batch,
                     rank=dist.rank,
                     world_size=dist.world_size if config.use_distributed_sampler else 1,
+                    processes=dist.world_size,
                 )
                 # The length of this rank's shard (the prepared loader's), not the dataset's.
                 length = loader_length(loader)

@@ -71,7 +71,9 @@ def run(
         ft.train_step(loss_fn),
         train_data(),
         val_step=ft.eval_step(val or Scripted(VAL)),
-        val_data=[(torch.zeros(2, 3), torch.zeros(2, 1))],
+        val_data=torch.utils.data.DataLoader(
+            [(torch.zeros(2, 3), torch.zeros(2, 1))], batch_size=None
+        ),
         checkpoint=checkpoint,
         max_epochs=max_epochs,
         logger=logger,

@@ -68,8 +68,67 @@ def test_fit_validates_every_loader_and_can_monitor_one(tmp_path: Path) -> None:
     assert result.metrics["val_loss/dataloader_idx_1"] == pytest.approx(alone)
 
 
-def test_a_list_of_batches_is_one_loader() -> None:
-    """A plain list of batches stays one source (no suffix)."""
+def test_a_list_of_batches_is_refused_with_what_to_pass() -> None:
+    """A list means several sets: a list of batches is an error naming the loader to use
+    (DataLoader(batches, batch_size=None)), which then gives the single-loader result."""
     state, a, _, val = _setup()
     batches = list(a)
-    assert list(ft.validate(state, val, batches)) == ["val_loss"]
+    with pytest.raises(TypeError, match=r"item 'dataloader_idx_0' is a tuple, which is a batch"):
+        ft.validate(state, val, batches)
+    wrapped = torch.utils.data.DataLoader(batches, batch_size=None)
+    assert ft.validate(state, val, wrapped) == ft.validate(state, val, a)
+
+
+def test_named_sets_and_lists_of_any_iterables() -> None:
+    """{name: loader} suffixes metric names with the name; a list of iterables that are
+    not DataLoaders (here generators' owners: plain re-iterable objects) counts as
+    several sets; a one-item list is one set."""
+    state, a, b, val = _setup()
+
+    class Plain:
+        def __init__(self, loader: ft.TensorLoader) -> None:
+            self.loader = loader
+
+        def __iter__(self) -> Any:
+            return iter(self.loader)
+
+    named = ft.validate(state, val, {"small": a, "wide": Plain(b)})
+    assert named == {
+        "val_loss/small": ft.validate(state, val, a)["val_loss"],
+        "val_loss/wide": ft.validate(state, val, b)["val_loss"],
+    }
+    listed = ft.validate(state, val, [Plain(a), Plain(b)])
+    assert sorted(listed) == ["val_loss/dataloader_idx_0", "val_loss/dataloader_idx_1"]
+    assert ft.validate(state, val, [a]) == ft.validate(state, val, a)
+
+
+def test_bad_eval_data_is_refused_before_the_first_batch() -> None:
+    """fit refuses a list holding a batch, a map-style Dataset (naming the wrapping) and
+    a per_batch_size factory as val_data before training anything."""
+    state, a, _, val = _setup()
+    calls: list[int] = []
+
+    def loss(m: torch.nn.Module, batch: Any) -> torch.Tensor:
+        calls.append(1)
+        return ((m(batch[0]) - batch[1]) ** 2).mean()
+
+    x, y = a.tensors
+    bad = [
+        ([a, (x, y)], TypeError, "item 'dataloader_idx_1' is a tuple"),
+        (
+            {"a": a, "b": torch.utils.data.TensorDataset(x, y)},
+            TypeError,
+            r"val_data\['b'\] is a map-style TensorDataset of 24 samples.*TensorLoader",
+        ),
+        (
+            torch.utils.data.TensorDataset(x, y),
+            TypeError,
+            r"ftrain.TensorLoader\(\*val_data.tensors",
+        ),
+        (ft.per_batch_size(lambda n: a), TypeError, "per_batch_size"),
+        ({}, TypeError, "empty"),
+    ]
+    for data, error, message in bad:
+        with pytest.raises(error, match=message):
+            ft.fit(state, ft.train_step(loss), a, val_step=val, val_data=data, max_steps=1)
+    assert calls == []

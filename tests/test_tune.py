@@ -521,11 +521,17 @@ def test_fit_auto_scale_batch_size_trains_with_the_size_found(capsys: Any) -> No
     calls: list[int] = []
     step = ft.train_step(loss)
     result = ft.fit(
-        make_state(), step, factory(calls=calls), max_steps=4, auto_scale_batch_size=True, **QUIET
+        make_state(),
+        step,
+        ft.per_batch_size(factory(calls=calls)),
+        max_steps=4,
+        auto_scale_batch_size=True,
+        **QUIET,
     )
     assert result.state.step == 4 and calls[-1] == 32 and sizes[-4:] == [32] * 4
     assert "auto_scale_batch_size: batch size 32 (power)" in capsys.readouterr().out
-    ft.fit(make_state(), step, factory(), max_steps=1, auto_scale_batch_size="binsearch", **QUIET)
+    data = ft.per_batch_size(factory())
+    ft.fit(make_state(), step, data, max_steps=1, auto_scale_batch_size="binsearch", **QUIET)
     assert "batch size 30 (binsearch)" in capsys.readouterr().out  # int(32 · 0.95)
 
 
@@ -535,7 +541,7 @@ def test_fit_tuning_is_skipped_under_fast_dev_run(capsys: Any) -> None:
     result = ft.fit(
         make_state(lr=0.05),
         ft.train_step(mse),
-        factory(calls=calls),
+        ft.per_batch_size(factory(calls=calls)),
         fast_dev_run=True,
         auto_lr_find=True,
         auto_scale_batch_size="power",
@@ -553,17 +559,22 @@ def test_fit_tuning_flags_are_checked() -> None:
     with pytest.raises(ValueError, match="auto_lr_find: unknown value 'yes'"):
         ft.FitConfig(auto_lr_find="yes")
     x, y = regression()
-    with pytest.raises(
-        ValueError, match=r"needs train_data to be a callable make_data\(batch_size\)"
-    ):
-        ft.fit(
-            make_state(),
-            ft.train_step(mse),
-            ft.TensorLoader(x, y, batch_size=8),
-            max_steps=1,
-            auto_scale_batch_size=True,
-            **QUIET,
-        )
+    for data, got in [
+        (ft.TensorLoader(x, y, batch_size=8), "got TensorLoader"),
+        (factory(), "got function"),  # a bare callable means per epoch in fit
+        (ft.per_epoch(factory()), r"got per_epoch\(\.\.\.\)"),
+    ]:
+        with pytest.raises(
+            ValueError, match=r"needs train_data=ftrain.per_batch_size\(make_data\).*" + got
+        ):
+            ft.fit(
+                make_state(),
+                ft.train_step(mse),
+                data,
+                max_steps=1,
+                auto_scale_batch_size=True,
+                **QUIET,
+            )
 
 
 def test_a_resumed_run_keeps_its_learning_rate() -> None:

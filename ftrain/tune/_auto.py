@@ -4,7 +4,7 @@ Both run before training, on the state and step ``fit`` is about to train (alrea
 on its device), and print what they chose:
 
 - ``auto_scale_batch_size`` ("power", "binsearch", True = "power") needs
-  ``train_data`` to be ``make_data(batch_size) -> loader``. The size found is
+  ``train_data=ftrain.per_batch_size(make_data)``, ``make_data(batch_size) -> loader``. The size found is
   printed, and ``fit`` trains on ``make_data(size)``, rebuilt whenever
   ``reload_dataloaders_every_n_epochs`` asks for the data again. Under
   ``fast_dev_run`` the search is skipped and ``make_data(2)`` (the search's start) is used.
@@ -23,6 +23,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from .._sources import check_train_data
 from .._state import TrainState
 from ._batch_size import scale_batch_size
 from ._lr_find import lr_find
@@ -45,15 +46,11 @@ def check_fit_tuning(config: Any, train_data: Any, world_size: int) -> None:
     """Refuse the tuning flags where they cannot run, before ``fit`` sets anything up.
 
     Raises:
-        ValueError: ``auto_scale_batch_size`` without a ``make_data`` callable, or a
+        ValueError: ``auto_scale_batch_size`` without ``per_batch_size(make_data)``, or a
             tuning flag in a distributed run.
     """
     scale = config.auto_scale_batch_size not in (None, False)
-    if scale and not _is_factory(train_data):
-        raise ValueError(
-            "fit: auto_scale_batch_size needs train_data to be a callable "
-            "make_data(batch_size) -> loader, got " + type(train_data).__name__
-        )
+    check_train_data(train_data, scale_batch_size=scale)
     if (scale or config.auto_lr_find) and world_size > 1 and not config.fast_dev_run:
         raise ValueError(
             "fit: auto_lr_find and auto_scale_batch_size run in a single process; with "
@@ -92,7 +89,7 @@ def tune_for_fit(
     fast = bool(config.fast_dev_run)
     scale = config.auto_scale_batch_size
     if scale not in (None, False):
-        make_data = train_data
+        make_data = train_data.fn
         if fast:
             size = _START_SIZE
             say(f"auto_scale_batch_size: skipped under fast_dev_run; batch size {size}")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .._data import _fields, _is_attrs_or_dataclass, batch_size_of, loader_length
+from .._sources import DataFactory
 from .._state import TrainState
 from ._trial import (
     advance,
@@ -163,6 +164,13 @@ def scale_batch_size(
         64
     """
     owner = "scale_batch_size"
+    if isinstance(make_data, DataFactory):
+        if make_data.kind != "batch_size":
+            raise TypeError(
+                f"{owner}: make_data must be a function batch_size -> loader (or "
+                f"per_batch_size(fn)), got {make_data!r}, a factory of another kind"
+            )
+        make_data = make_data.fn
     if not callable(make_data):
         raise TypeError(
             f"{owner}: make_data must be a callable batch_size -> loader, "
