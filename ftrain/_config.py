@@ -438,6 +438,12 @@ class FitConfig:
     use_distributed_sampler: bool = _flag(
         True, "Shard map-style data across ranks.", _check_choice(True, False)
     )
+    prefetch: int = _flag(
+        0,
+        "Training batches read ahead by a background thread while steps run (on CUDA "
+        "also copied to the device from pinned memory, non_blocking); 0: off.",
+        _int_at_least(0),
+    )
     auto_lr_find: bool = _flag(
         False,
         "Before training, run ftrain.tune.lr_find and set its suggested learning rate.",

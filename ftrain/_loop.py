@@ -27,6 +27,7 @@ from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
 from ._evaluate import eval_sources, floats, run_eval
 from ._metrics import MetricCollector, to_float
+from ._prefetch import Prefetcher
 from ._profiler import make_profiler
 from ._resume_source import describe, find_checkpoint
 from ._rundir import (
@@ -855,6 +856,7 @@ def _fit(
     if extra_loop.get("epoch_done"):
         epoch, start_batch = epoch + 1, 0
 
+    iterator: Any = None
     requeue_on = requeue_signals(config.slurm_auto_requeue, config.slurm_requeue_signal)
     with StopSignals(extra=requeue_on) as signals:
         try:
@@ -949,10 +951,13 @@ def _fit(
                 batch_idx = start_batch
                 first_batch = batch_idx
                 start_batch = 0
-                iterator = iter(loader)
+                iterator = (
+                    Prefetcher(loader, device, config.prefetch) if config.prefetch else iter(loader)
+                )
                 # A TensorLoader's batches are slices of its tensors: already on the device.
-                batches_on_device = isinstance(loader, TensorLoader) and all(
-                    t.device == device for t in loader.tensors
+                batches_on_device = (config.prefetch and device.type == "cuda") or (
+                    isinstance(loader, TensorLoader)
+                    and all(t.device == device for t in loader.tensors)
                 )
                 lookahead = epoch_batches is None
                 pending: Any = _NOTHING
@@ -1119,6 +1124,8 @@ def _fit(
                         epoch_stop = True
                         run.end_reason = run.stop_cause if stopping else "max_steps"
                         break
+                if isinstance(iterator, Prefetcher):
+                    iterator.close()
                 # End of the epoch, also when a limit stopped it mid-way (as Lightning):
                 # the epoch counts as done and a resume starts the next one.
                 if interrupted:
@@ -1174,6 +1181,8 @@ def _fit(
                     break
         except BaseException as exc:
             run.claim.release()
+            if isinstance(iterator, Prefetcher):
+                iterator.close()
             run.call("on_exception", state=state, exception=exc)
             for lg in loggers:
                 lg.finalize("failed")
