@@ -177,3 +177,49 @@ def test_demo_learns_and_prints_a_working_tensorboard_command(tmp_path: Path) ->
     # 16 batches of 64 per epoch, logged every 4 steps: 8 points over 2 epochs.
     assert " ".join(scalars.split()).startswith("first_step 3 last_step 31 max_step 31")
     assert "num_steps 8" in " ".join(scalars.split())
+
+
+GPT_TINY = [
+    "--max_steps", "12", "--val_check_interval", "4", "--eval_batches", "2", "--ckpt_every", "2",
+    "--block_size", "16", "--batch_size", "8", "--d_model", "16", "--layers", "1", "--heads", "2",
+]  # fmt: skip
+KILL_AT = """
+import os, runpy, signal, sys
+import ftrain as ft
+
+class KillAt(ft.Callback):
+    def on_train_batch_end(self, state, **_):
+        if state.micro_step == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+fit = ft.fit
+ft.fit = lambda *a, **k: fit(*a, **{**k, "callbacks": [KillAt()]})
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_gpt_pretrain_resumes_exactly_after_kill(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Iteration-based pretraining on random windows of a memmapped token file: SIGKILL
+    after step 7 (checkpoint of step 6 on disk), then --resume: the final weights are the
+    uninterrupted run's, bit for bit, with fresh validation windows at steps 4, 8, 12."""
+    gpt = load_example("gpt_pretrain.py")
+    reference = gpt.main([*GPT_TINY, *QUIET, "--default_root_dir", str(tmp_path / "ref")])
+    expected = capsys.readouterr().out.splitlines()[-1]
+    assert reference.state.step == 12 and expected.startswith("weights sha256 ")
+
+    root = str(tmp_path / "run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AT": "7"}
+    script = [str(EXAMPLES / "gpt_pretrain.py"), *GPT_TINY, *QUIET, "--default_root_dir", root]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT, *script], env=env, capture_output=True, timeout=300
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name for p in Path(root).glob("**/*.ckpt")] == ["epoch=0-step=6.ckpt"]
+    resumed = gpt.main([*GPT_TINY, *QUIET, "--default_root_dir", root, "--resume"])
+    assert resumed.state.step == 12
+    assert capsys.readouterr().out.splitlines()[-1] == expected
+    assert resumed.metrics["val_loss"] == reference.metrics["val_loss"]
