@@ -98,3 +98,15 @@ def test_cuda_mode_skips_cleanly_without_a_gpu(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert "no CUDA device" in proc.stderr
     assert not (tmp_path / "results.json").exists()
+
+
+def test_prefetch_benchmark_runs_and_keeps_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks.prefetch measures the tiny MLP behind a slow loader without and with
+    prefetch; both runs end with the same weights and every reported field is there."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import prefetch
+
+    row = prefetch.measure("tiny", 4, 0.002, 2, torch.device("cpu"))
+    assert row["equal_weights"] is True
+    assert row["delay_s"] == pytest.approx(0.008) and row["on_s"] > 0 and row["off_s"] > 0
+    assert "| tiny | 4 |" in prefetch.markdown([row], 2, "cpu")
