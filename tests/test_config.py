@@ -92,6 +92,8 @@ BAD_VALUES = [
     ("default_root_dir", 1, TypeError, "default_root_dir must be a path (str or os.PathLike) or None"),
     ("seed", -1, ValueError, "seed must be an int >= 0 or None, got -1"),
     ("log_every_n_steps", -1, ValueError, "log_every_n_steps must be an int >= 0, got -1"),
+    ("prefetch", -1, ValueError, "prefetch must be an int >= 0, got -1"),
+    ("prefetch", 1.5, ValueError, "prefetch must be an int >= 0, got 1.5"),
     ("enable_progress_bar", 1, ValueError, "enable_progress_bar: unknown value 1; accepted: True, False"),
     ("enable_model_summary", "yes", ValueError, "enable_model_summary: unknown value 'yes'"),
     ("enable_checkpointing", None, ValueError, "enable_checkpointing: unknown value None"),
