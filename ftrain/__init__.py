@@ -52,6 +52,7 @@ from ._step import custom_step as custom_step
 from ._step import eval_step as eval_step
 from ._step import train_step as train_step
 from ._summary import model_summary as model_summary
+from ._throughput import ThroughputMonitor as ThroughputMonitor
 from ._timer import Timer as Timer
 from ._windows import RandomWindows as RandomWindows
 from ._windows import window_offsets as window_offsets
@@ -74,6 +75,7 @@ __all__ = [
     "SchedulerConfig",
     "Step",
     "TensorLoader",
+    "ThroughputMonitor",
     "Timer",
     "TrainState",
     "TrainStep",

@@ -43,6 +43,8 @@ class Callback:
         on_train_epoch_end(state, metrics), on_validation_start(state),
         on_validation_end(state, metrics), on_train_end(state), on_fit_end(state, result),
         on_exception(state, exception).
+        on_log(state): at each step log point; the ``{name: float}`` it returns is logged
+        with the step metrics (``ThroughputMonitor`` uses it).
     """
 
     def on_fit_start(self, state: Any) -> Any: ...
@@ -58,6 +60,7 @@ class Callback:
     def on_train_end(self, state: Any) -> Any: ...
     def on_fit_end(self, state: Any, result: Any) -> Any: ...
     def on_exception(self, state: Any, exception: BaseException) -> Any: ...
+    def on_log(self, state: Any) -> Mapping[str, float] | None: ...
 
 
 @attrs.frozen(slots=True)

@@ -250,6 +250,15 @@ class _Run:
                     )
         return stop
 
+    def callback_values(self, state: Any) -> dict[str, Any]:
+        """What the callbacks' ``on_log`` hooks add to a step log point."""
+        out: dict[str, Any] = {}
+        for cb in self.callbacks:
+            fn = getattr(cb, "on_log", None)
+            if fn is not None:
+                out.update(fn(state=state) or {})
+        return out
+
     # metrics ------------------------------------------------------------------------
 
     def callback_metrics(self) -> dict[str, Any]:
@@ -1066,6 +1075,8 @@ def _fit(
                             values.update(lrs_used or run.lr_monitors[0].learning_rates(state))
                         if values:
                             values = dist.reduce_step_values(values, run.train)
+                        values.update(run.callback_values(state))
+                        if values:
                             run.log({**values, "epoch": epoch}, log_step)
                         profiler.stop("logging")
                         bar.log_point(batch_idx, state.step, train_bar_values)

@@ -77,7 +77,9 @@ def _loss_fn(model: torch.nn.Module, batch: Any) -> Any:
     return loss, {"a": loss * 2, "b": ft.log(loss * 3, on_epoch=True, prog_bar=True)}
 
 
-def _fit(syncs: Syncs, log_every_n_steps: int, progress_bar: bool = False) -> RecordingLogger:
+def _fit(
+    syncs: Syncs, log_every_n_steps: int, progress_bar: bool = False, callbacks: Any = ()
+) -> RecordingLogger:
     torch.manual_seed(0)
     x, y = torch.randn(2 * STEPS, 2), torch.randn(2 * STEPS, 1)
     model = torch.nn.Linear(2, 1)
@@ -88,7 +90,7 @@ def _fit(syncs: Syncs, log_every_n_steps: int, progress_bar: bool = False) -> Re
     result = ft.fit(
         state, ft.train_step(_loss_fn), data, max_epochs=1, log_every_n_steps=log_every_n_steps,
         logger=logger, enable_checkpointing=False, enable_progress_bar=progress_bar,
-        enable_model_summary=False,
+        enable_model_summary=False, callbacks=callbacks,
     )  # fmt: skip
     assert result.state.step == STEPS
     return logger
@@ -141,3 +143,21 @@ def test_progress_bar_syncs_only_when_it_refreshes(
     text = out.getvalue()
     assert "Epoch 0: 100%" in text
     assert "b_step=" in text and "loss=" in text and "b_epoch=" in text
+
+
+def test_throughput_monitor_adds_no_sync(syncs: Syncs) -> None:
+    """ThroughputMonitor (tokens and MFU on) adds its values to each step write without a
+    single extra host sync."""
+    _fit(syncs, log_every_n_steps=50)
+    without = syncs.total
+    monitor = ft.ThroughputMonitor(
+        tokens_fn=lambda b: b[0].numel(), flops_per_batch=100.0, peak_flops=1e6
+    )
+    logger = _fit(syncs, log_every_n_steps=50, callbacks=[monitor])
+    assert syncs.total == without  # _fit counts from zero
+    step_writes = [w for w in logger.writes if "loss" in w[2]]
+    for _, _, metrics in step_writes:
+        assert metrics["throughput/tokens_per_sec"] == pytest.approx(
+            4 * metrics["throughput/batches_per_sec"]
+        )
+        assert metrics["throughput/mfu"] > 0
