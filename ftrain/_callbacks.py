@@ -19,33 +19,68 @@ import attrs
 __all__ = ["HOOKS", "Callback", "EarlyStopping", "LearningRateMonitor", "early_stopping_update"]
 
 HOOKS = (
+    "setup",
     "on_fit_start",
+    "on_sanity_check_start",
+    "on_sanity_check_end",
     "on_train_start",
     "on_train_epoch_start",
     "on_train_batch_start",
     "on_train_batch_end",
     "on_train_epoch_end",
     "on_validation_start",
+    "on_validation_epoch_start",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_validation_epoch_end",
     "on_validation_end",
+    "on_test_start",
+    "on_test_epoch_start",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_test_epoch_end",
+    "on_test_end",
+    "on_predict_start",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+    "on_predict_end",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
     "on_train_end",
     "on_fit_end",
     "on_exception",
+    "teardown",
 )
+"""Every hook name, in the order a fit with validation calls them first."""
 
 
 class Callback:
     """Base class with every hook as a no-op; override what you need.
 
     Hooks and their keyword arguments:
-        on_fit_start(state), on_train_start(state), on_train_epoch_start(state),
-        on_train_batch_start(state, batch, batch_idx),
-        on_train_batch_end(state, metrics, batch, batch_idx) (metrics are device tensors),
-        on_train_epoch_end(state, metrics), on_validation_start(state),
-        on_validation_end(state, metrics), on_train_end(state), on_fit_end(state, result),
-        on_exception(state, exception).
+        setup(stage, state) and teardown(stage, state) around fit/validate/test/predict
+        (stage "fit", "validate", "test", "predict"; teardown also after an error),
+        on_fit_start(state), on_sanity_check_start(state), on_sanity_check_end(state),
+        on_train_start(state), on_train_epoch_start(state),
+        on_train_batch_start(state, batch, batch_idx) (return -1 to skip the rest of
+        the epoch, as Lightning), on_train_batch_end(state, metrics, batch, batch_idx)
+        (metrics are device tensors), on_train_epoch_end(state, metrics),
+        on_validation_start(state), on_validation_epoch_start(state),
+        on_validation_batch_start(state, batch, batch_idx, dataloader_idx),
+        on_validation_batch_end(state, metrics, batch, batch_idx, dataloader_idx),
+        on_validation_epoch_end(state, metrics), on_validation_end(state, metrics), the
+        same six for test (``on_test_*``), on_predict_start(state),
+        on_predict_batch_start(state, batch, batch_idx),
+        on_predict_batch_end(state, outputs, batch, batch_idx), on_predict_end(state),
+        on_save_checkpoint(state, checkpoint) (keys added to ``checkpoint`` are saved;
+        plain values only), on_load_checkpoint(state, checkpoint) (the loaded dict),
+        on_train_end(state), on_fit_end(state, result), on_exception(state, exception).
         on_log(state): at each step log point; the ``{name: float}`` it returns is logged
         with the step metrics (``ThroughputMonitor`` uses it).
     """
+
+    def setup(self, stage: str, state: Any) -> Any: ...
+    def teardown(self, stage: str, state: Any) -> Any: ...
 
     def on_fit_start(self, state: Any) -> Any: ...
     def on_train_start(self, state: Any) -> Any: ...
@@ -55,8 +90,44 @@ class Callback:
         self, state: Any, metrics: Mapping[str, Any], batch: Any, batch_idx: int
     ) -> Any: ...
     def on_train_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
+    def on_sanity_check_start(self, state: Any) -> Any: ...
+    def on_sanity_check_end(self, state: Any) -> Any: ...
     def on_validation_start(self, state: Any) -> Any: ...
+    def on_validation_epoch_start(self, state: Any) -> Any: ...
+    def on_validation_batch_start(
+        self, state: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> Any: ...
+    def on_validation_batch_end(
+        self,
+        state: Any,
+        metrics: Mapping[str, Any],
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> Any: ...
+    def on_validation_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
     def on_validation_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
+    def on_test_start(self, state: Any) -> Any: ...
+    def on_test_epoch_start(self, state: Any) -> Any: ...
+    def on_test_batch_start(
+        self, state: Any, batch: Any, batch_idx: int, dataloader_idx: int
+    ) -> Any: ...
+    def on_test_batch_end(
+        self,
+        state: Any,
+        metrics: Mapping[str, Any],
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> Any: ...
+    def on_test_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
+    def on_test_end(self, state: Any, metrics: Mapping[str, float]) -> Any: ...
+    def on_predict_start(self, state: Any) -> Any: ...
+    def on_predict_batch_start(self, state: Any, batch: Any, batch_idx: int) -> Any: ...
+    def on_predict_batch_end(self, state: Any, outputs: Any, batch: Any, batch_idx: int) -> Any: ...
+    def on_predict_end(self, state: Any) -> Any: ...
+    def on_save_checkpoint(self, state: Any, checkpoint: dict[str, Any]) -> Any: ...
+    def on_load_checkpoint(self, state: Any, checkpoint: Mapping[str, Any]) -> Any: ...
     def on_train_end(self, state: Any) -> Any: ...
     def on_fit_end(self, state: Any, result: Any) -> Any: ...
     def on_exception(self, state: Any, exception: BaseException) -> Any: ...

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import torch
 
 from ._data import batch_size_of, loader_length, move_to_device, prepare_loader
+from ._hooks import call, eval_batch_hooks
 from ._metrics import MetricCollector, to_float
 from ._schedules import limit_batches
 from ._sources import check_eval_data, one_set, refuse_dataset
@@ -71,12 +72,15 @@ def _run_one(
     use_sampler: bool = True,
     on_step_values: Callable[[dict[str, Any]], None] | None = None,
     suffix: str = "",
+    hooks: Callable[..., None] | None = None,
+    dataloader_idx: int = 0,
 ) -> tuple[dict[str, Any], MetricCollector, int]:
     """Fold ``step`` over ``data``; return (epoch values, collector, batches run).
 
     Epoch values map logger names to ``(value, spec)``; values stay on the device.
     ``reduce(collector)`` combines the epoch accumulators of all processes first.
     ``suffix`` is added to the logged names (unless logged with add_dataloader_idx=False).
+    ``hooks(when, **kwargs)`` runs the callbacks' batch hooks ("start", "end").
     """
     collector = MetricCollector(stage, suffix)
     loader = prepare_loader(
@@ -95,7 +99,12 @@ def _run_one(
             if n is not None and count >= n:
                 break
             batch = move_to_device(batch, device)
+            where = {"batch": batch, "batch_idx": count, "dataloader_idx": dataloader_idx}
+            if hooks is not None:
+                hooks("start", state=state, **where)
             metrics = _call_eval(step, state, batch)
+            if hooks is not None:
+                hooks("end", state=state, metrics=metrics, **where)
             collector.update(metrics, partial(batch_size_of, batch))
             if on_step_values is not None and any(s.on_step for s in collector.specs.values()):
                 on_step_values(collector.step_values(for_logger=True))
@@ -136,8 +145,10 @@ def run_eval(
     total = 0
     collector = MetricCollector(kwargs.get("stage", "validate"))
     owner: dict[str, str] = {}  # names logged without the set's name: the set that did
-    for key, source in sources:
-        values, collector, count = _run_one(state, step, source, suffix=f"/{key}", **kwargs)
+    for i, (key, source) in enumerate(sources):
+        values, collector, count = _run_one(
+            state, step, source, suffix=f"/{key}", dataloader_idx=i, **kwargs
+        )
         label = key.removeprefix("dataloader_idx_") if isinstance(data, (list, tuple)) else key
         for name, spec in collector.specs.items():
             if not spec.add_dataloader_idx and owner.setdefault(name, label) != label:
@@ -215,10 +226,38 @@ def _evaluate(
     ckpt_path: Any,
     verbose: bool,
     flags: Mapping[str, Any],
+    callbacks: Sequence[Any] = (),
+) -> dict[str, float]:
+
+    state, device, config = _setup_eval(state, flags, ckpt_path)
+    hook_stage = "validation" if stage == "validate" else stage
+    call(callbacks, "setup", stage=stage, state=state)
+    try:
+        result = _evaluate_run(stage, hook_stage, state, step, data, device, config, callbacks)
+    finally:
+        call(callbacks, "teardown", stage=stage, state=state)
+    if verbose:
+        width = max([len(k) for k in result] + [10])
+        print(f"{stage.capitalize() + ' metric':<{width}}  value")
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value:.6g}")
+    return result
+
+
+def _evaluate_run(
+    stage: str,
+    hook_stage: str,
+    state: TrainState,
+    step: Any,
+    data: Any,
+    device: torch.device,
+    config: Any,
+    callbacks: Sequence[Any],
 ) -> dict[str, float]:
     from ._precision import parse_precision
 
-    state, device, config = _setup_eval(state, flags, ckpt_path)
+    call(callbacks, f"on_{hook_stage}_start", state=state)
+    call(callbacks, f"on_{hook_stage}_epoch_start", state=state)
     if (
         isinstance(step, EvalStep)
         and step.precision.name == "32-true"
@@ -236,13 +275,11 @@ def _evaluate(
         seed=config.seed if config.seed is not None else state.seed,
         max_batches=config.fast_dev_batches or None,
         inference=True,
+        hooks=eval_batch_hooks(callbacks, hook_stage),
     )
     result = floats(values)
-    if verbose:
-        width = max([len(k) for k in result] + [10])
-        print(f"{stage.capitalize() + ' metric':<{width}}  value")
-        for key, value in result.items():
-            print(f"{key:<{width}}  {value:.6g}")
+    call(callbacks, f"on_{hook_stage}_epoch_end", state=state, metrics=dict(result))
+    call(callbacks, f"on_{hook_stage}_end", state=state, metrics=dict(result))
     return result
 
 
@@ -253,6 +290,7 @@ def validate(
     *,
     ckpt_path: str | None = None,
     verbose: bool = False,
+    callbacks: Sequence[Any] = (),
     **flags: Any,
 ) -> dict[str, float]:
     """Run one validation pass and return the epoch metrics as floats.
@@ -269,13 +307,17 @@ def validate(
             as ``fit(ckpt_path=...)`` finds them (pass ``checkpoint=`` the policy fit
             used when it was not the default).
         verbose: print the metrics.
+        callbacks: objects with hooks: ``setup``/``teardown`` (stage "validate"),
+            ``on_validation_start``, ``on_validation_epoch_start``,
+            ``on_validation_batch_start``/``_end``, ``on_validation_epoch_end``,
+            ``on_validation_end``.
         **flags: ``limit_val_batches``, ``accelerator``, ``precision``, ``fast_dev_run``...
 
     Returns:
         ``{name: value}`` of the epoch-level metrics (Lightning returns a list of
         such dicts, one per dataloader).
     """
-    return _evaluate("validate", state, val_step, val_data, ckpt_path, verbose, flags)
+    return _evaluate("validate", state, val_step, val_data, ckpt_path, verbose, flags, callbacks)
 
 
 def test(
@@ -285,10 +327,12 @@ def test(
     *,
     ckpt_path: str | None = None,
     verbose: bool = False,
+    callbacks: Sequence[Any] = (),
     **flags: Any,
 ) -> dict[str, float]:
-    """Run one test pass and return the epoch metrics as floats (see :func:`validate`)."""
-    return _evaluate("test", state, test_step, test_data, ckpt_path, verbose, flags)
+    """Run one test pass and return the epoch metrics as floats (see :func:`validate`;
+    the callbacks' hooks are ``on_test_*`` and stage "test")."""
+    return _evaluate("test", state, test_step, test_data, ckpt_path, verbose, flags, callbacks)
 
 
 test.__test__ = False  # type: ignore[attr-defined]
@@ -302,6 +346,7 @@ def predict(
     ckpt_path: str | None = None,
     output_path: str | None = None,
     return_predictions: bool = True,
+    callbacks: Sequence[Any] = (),
     **flags: Any,
 ) -> list[Any] | None:
     """Run ``predict_fn(model, batch)`` over the data without gradients.
@@ -314,21 +359,55 @@ def predict(
         output_path: also save the list of outputs there with ``torch.save``
             (tensors moved to CPU), atomically.
         return_predictions: return the outputs (False saves memory).
+        callbacks: objects with hooks: ``setup``/``teardown`` (stage "predict"),
+            ``on_predict_start``, ``on_predict_batch_start``/``_end``, ``on_predict_end``.
         **flags: ``limit_predict_batches``, ``accelerator``, ``precision``...
 
     Returns:
         One output per batch, or None when ``return_predictions`` is False.
     """
-    from ._precision import parse_precision
 
     refuse_dataset("data", data)
     state, device, config = _setup_eval(state, flags, ckpt_path)
+    call(callbacks, "setup", stage="predict", state=state)
+    try:
+        call(callbacks, "on_predict_start", state=state)
+        outputs = _predict_run(
+            state,
+            predict_fn,
+            data,
+            device,
+            config,
+            return_predictions or output_path is not None,
+            callbacks,
+        )
+        call(callbacks, "on_predict_end", state=state)
+    finally:
+        call(callbacks, "teardown", stage="predict", state=state)
+    if output_path is not None:
+        from .checkpoint._io import atomic_write_obj
+
+        atomic_write_obj(move_to_device(outputs, torch.device("cpu")), output_path)
+    return outputs if return_predictions else None
+
+
+def _predict_run(
+    state: TrainState,
+    predict_fn: Any,
+    data: Iterable[Any],
+    device: torch.device,
+    config: Any,
+    keep: bool,
+    callbacks: Sequence[Any],
+) -> list[Any]:
+    from ._precision import parse_precision
+
     precision = parse_precision(config.precision)
+    hooks = eval_batch_hooks(callbacks, "predict")
     n = limit_batches(loader_length(data), config.limit_predict_batches, "limit_predict_batches")
     if config.fast_dev_batches:
         n = config.fast_dev_batches if n is None else min(n, config.fast_dev_batches)
     outputs: list[Any] = []
-    keep = return_predictions or output_path is not None
     device_type = device.type
     with eval_mode(state), torch.inference_mode():
         for i, batch in enumerate(prepare_loader(data, seed=state.seed, epoch=0)):
@@ -339,12 +418,12 @@ def predict(
                 from ._precision import cast_floats
 
                 batch = cast_floats(batch, precision.param_dtype)
+            if hooks is not None:
+                hooks("start", state=state, batch=batch, batch_idx=i)
             with precision.autocast(device_type):
                 out = predict_fn(state.model, batch)
+            if hooks is not None:
+                hooks("end", state=state, outputs=out, batch=batch, batch_idx=i)
             if keep:
                 outputs.append(out)
-    if output_path is not None:
-        from .checkpoint._io import atomic_write_obj
-
-        atomic_write_obj(move_to_device(outputs, torch.device("cpu")), output_path)
-    return outputs if return_predictions else None
+    return outputs

@@ -26,6 +26,7 @@ from ._data import TensorLoader, batch_size_of, loader_length, move_to_device
 from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
 from ._evaluate import eval_sources, floats, run_eval
+from ._hooks import batch_start, eval_batch_hooks
 from ._metrics import MetricCollector, to_float
 from ._prefetch import Prefetcher
 from ._profiler import make_profiler
@@ -651,6 +652,7 @@ def _fit(
         on_epoch_end = config.val_check_interval in (None, 1.0)
     policies = [p.resolve(save_on_train_epoch_end=on_epoch_end) for p in policies]
     run = _Run(config, dist, device, loggers, callbacks, policies, clock, root)
+    run.call("setup", stage="fit", state=state)
 
     from ._progress import ProgressBar
 
@@ -736,7 +738,7 @@ def _fit(
 
     def loop_extra(st: TrainState, epoch_done: bool) -> Callable[[], dict[str, Any]]:
         def build() -> dict[str, Any]:
-            return {
+            out = {
                 "loop": {
                     "total_batch_idx": total_batch_idx,
                     "val_log_step": run.val_log_step,
@@ -757,6 +759,8 @@ def _fit(
                 },
                 "config": config.to_dict(),
             }
+            run.call("on_save_checkpoint", state=st, checkpoint=out)
+            return out
 
         return build
 
@@ -790,6 +794,7 @@ def _fit(
         if fast:
             total = fast if total is None else min(total, fast)
         bar.eval_start("Validation", total)
+        run.call("on_validation_epoch_start", state=st)
         values, _, _ = run_eval(
             st,
             val_fn,
@@ -806,10 +811,12 @@ def _fit(
             reduce=dist.reduce_epoch_values,
             use_sampler=config.use_distributed_sampler,
             on_step_values=log_eval_step if loggers else None,
+            hooks=eval_batch_hooks(run.callbacks, "validation"),
         )
         profiler.stop("validation")
         run.val_values = values
         numbers = floats(values) if values else {}
+        run.call("on_validation_epoch_end", state=st, metrics=dict(numbers))
         shown = {k: numbers[k] for k, (_, spec) in values.items() if spec.prog_bar}
         run.bar_values.update(shown)
         bar.eval_end(shown)
@@ -836,6 +843,7 @@ def _fit(
     sanity = config.num_sanity_val_steps
     if validating and sanity != 0 and not resumed and not fast:
         data = val_source.get(state.epoch, sanity=True)
+        run.call("on_sanity_check_start", state=state)
         bar.eval_start("Sanity check", None if sanity < 0 else sanity)
         run_eval(
             state,
@@ -852,6 +860,7 @@ def _fit(
             use_sampler=config.use_distributed_sampler,
         )
         bar.eval_end(None)
+        run.call("on_sanity_check_end", state=state)
 
     # max_time counts from here, as Lightning's Timer: setup and the sanity check are free.
     run.started = clock()
@@ -973,6 +982,7 @@ def _fit(
                 if lookahead:
                     pending = next(iterator, _NOTHING)
                 epoch_stop = False
+                skipped_rest = False
                 is_last = False
                 while True:
                     if epoch_batches is not None and batch_idx >= epoch_batches:
@@ -998,10 +1008,14 @@ def _fit(
                         batch = move_to_device(batch, device)
                     if profiling:
                         profiler.stop("data")
-                    if run.callbacks and run.call(
-                        "on_train_batch_start", state=state, batch=batch, batch_idx=batch_idx
-                    ):
-                        run.stop_requested = True
+                    if run.callbacks:
+                        stop, skip = batch_start(
+                            run.callbacks, state=state, batch=batch, batch_idx=batch_idx
+                        )
+                        run.stop_requested = run.stop_requested or stop
+                        if skip:  # -1: the rest of this epoch is skipped, as Lightning
+                            skipped_rest = True
+                            break
                     before = state.step
                     # The lr a step-interval LearningRateMonitor logs is the one this step
                     # uses (Lightning reads it before the step); read only if it may log.
@@ -1141,7 +1155,7 @@ def _fit(
                 # the epoch counts as done and a resume starts the next one.
                 if interrupted:
                     break
-                if batch_idx == first_batch == 0:
+                if batch_idx == first_batch == 0 and not skipped_rest:
                     # Without this, an exhausted one-shot iterator would spin through
                     # empty epochs until max_epochs (forever with max_steps alone).
                     warnings.warn(
@@ -1195,6 +1209,7 @@ def _fit(
             if isinstance(iterator, Prefetcher):
                 iterator.close()
             run.call("on_exception", state=state, exception=exc)
+            run.call("teardown", stage="fit", state=state)
             for lg in loggers:
                 lg.finalize("failed")
             bar.close()
@@ -1238,6 +1253,7 @@ def _fit(
     if profiler.enabled and dist.is_main:
         _say(bar, profiler.report())
     run.call("on_fit_end", state=result.state, result=result)
+    run.call("teardown", stage="fit", state=result.state)
     return result
 
 
@@ -1319,6 +1335,7 @@ def _resume(
         key = f"{type(cb).__name__}{i}"
         if key in cb_states and hasattr(cb, "load_state_dict"):
             cb.load_state_dict(cb_states[key])
+    run.call("on_load_checkpoint", state=state, checkpoint=payload)
     metrics = loop.get("metrics") or {}
     run.restored_metrics = {
         "val": dict(metrics.get("val") or {}),

@@ -65,7 +65,7 @@ def _val_step(values: list[float] | None = None) -> Any:
 
 def test_hook_order_for_a_short_run(tmp_path: Path) -> None:
     """Two epochs of two batches with epoch-end validation call the hooks in Lightning's
-    order; the sanity check calls none of them."""
+    order; the sanity check calls only its own start and end."""
     log = Log()
     state, loader = _setup()
     ft.fit(
@@ -86,17 +86,27 @@ def test_hook_order_for_a_short_run(tmp_path: Path) -> None:
         "on_train_batch_start",
         "on_train_batch_end",
         "on_validation_start",
+        "on_validation_epoch_start",
+        "on_validation_batch_start",
+        "on_validation_batch_end",
+        "on_validation_epoch_end",
         "on_validation_end",
         "on_train_epoch_end",
     ]
     assert log.calls == [
+        "setup",
         "on_fit_start",
+        "on_sanity_check_start",
+        "on_sanity_check_end",
         "on_train_start",
         *epoch,
         *epoch,
         "on_train_end",
         "on_fit_end",
+        "teardown",
     ]
+    assert log.kwargs["setup"]["stage"] == log.kwargs["teardown"]["stage"] == "fit"
+    assert log.kwargs["on_validation_batch_end"]["dataloader_idx"] == 0
     assert set(log.kwargs["on_train_batch_end"]) == {"state", "metrics", "batch", "batch_idx"}
     assert "loss" in log.kwargs["on_train_batch_end"]["metrics"]
     assert "val_loss" in log.kwargs["on_validation_end"]["metrics"]
@@ -118,7 +128,9 @@ def test_callbacks_called_in_list_order(tmp_path: Path) -> None:
         **QUIET,
     )
     merged = [c for pair in zip(a.calls, b.calls, strict=True) for c in pair]
-    assert merged[:4] == [
+    assert merged[:6] == [
+        "a:setup",
+        "b:setup",
         "a:on_fit_start",
         "b:on_fit_start",
         "a:on_train_start",
@@ -200,7 +212,7 @@ def test_on_exception_called_on_an_error_in_the_step(tmp_path: Path) -> None:
             default_root_dir=tmp_path,
             **QUIET,
         )
-    assert log.calls[-1] == "on_exception"
+    assert log.calls[-2:] == ["on_exception", "teardown"]
     assert "on_train_end" not in log.calls and "on_fit_end" not in log.calls
     exc = log.kwargs["on_exception"]["exception"]
     assert isinstance(exc, RuntimeError) and str(exc) == "boom in the step"
