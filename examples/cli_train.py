@@ -5,13 +5,15 @@
     python examples/cli_train.py --help            # your flags, then all fit options
 
 The data is generated (noisy linear regression in 8 dimensions), so it runs on a CPU in
-seconds. A config file (.toml/.json) sets fit options; command-line flags override it.
+seconds. A config file (.toml/.json) sets this script's own options (the ``Args`` class)
+and fit options, e.g. ``lr = 0.01`` and ``max_epochs = 5``; command-line flags override it.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import attrs
 import torch
 import torch.nn.functional as F
 
@@ -35,16 +37,22 @@ def val_fn(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> 
     return {"val_loss": ft.log(F.mse_loss(model(x), y), prog_bar=True)}
 
 
+@attrs.define
+class Args:
+    """This script's own options: flags, and keys of the --config file."""
+
+    lr: float = attrs.field(default=0.05, metadata={"help": "SGD learning rate"})
+    batch_size: int = 32
+    samples: int = attrs.field(default=2048, metadata={"help": "training samples"})
+    patience: int = attrs.field(default=3, metadata={"help": "early stopping patience"})
+
+
 def main(argv: list[str] | None = None) -> float:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--samples", type=int, default=2048, help="training samples")
-    parser.add_argument("--patience", type=int, default=3, help="early stopping patience")
-    # Adds --config and one --<flag> per FitConfig field; returns a checked FitConfig.
-    config, args = ft.cli.parse_config(argv, parser=parser)
+    # --<field> per Args field, --config and one --<flag> per FitConfig field.
+    config, args = ft.cli.parse_config(argv, parser=parser, args=Args)
     if config.max_epochs is None and config.max_steps == -1 and config.max_time is None:
         config = config.replace(max_epochs=10)  # this example's own default
     print("fit flags:", " ".join(ft.cli.to_argv(config)) or "(defaults)")

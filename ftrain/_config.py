@@ -9,6 +9,7 @@ The CLI builds its parser from these fields (their ``help`` metadata).
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import math
 import os
 import re
@@ -20,7 +21,76 @@ import attrs
 
 from ._precision import PRECISIONS, parse_precision
 
-__all__ = ["FitConfig", "parse_max_time"]
+__all__ = ["LIGHTNING_1X", "FitConfig", "flag_name_error", "parse_max_time"]
+
+# Lightning 1.x Trainer arguments removed in 2.x, and what ftrain calls them.
+LIGHTNING_1X: dict[str, str] = {
+    "gpus": "accelerator='gpu', devices=N",
+    "num_processes": "accelerator='cpu', devices=N",
+    "tpu_cores": "accelerator and devices (ftrain runs on cpu, cuda and mps)",
+    "ipus": "accelerator and devices (ftrain runs on cpu, cuda and mps)",
+    "auto_select_gpus": "devices='auto' or a count",
+    "resume_from_checkpoint": "fit(..., ckpt_path=PATH)",
+    "progress_bar_refresh_rate": "enable_progress_bar=True/False",
+    "weights_summary": "enable_model_summary=True/False",
+    "checkpoint_callback": "enable_checkpointing=True/False",
+    "distributed_backend": "strategy='ddp' (or 'fsdp', ...)",
+    "replace_sampler_ddp": "use_distributed_sampler",
+    "reload_dataloaders_every_epoch": "reload_dataloaders_every_n_epochs=1",
+    "terminate_on_nan": "detect_anomaly=True, or the ft.skip_nonfinite combinator",
+    "amp_backend": "precision='16-mixed' (or 'bf16-mixed')",
+    "amp_level": "precision='16-mixed' (or 'bf16-mixed')",
+    "track_grad_norm": "the grad_norm metric that gradient clipping reports",
+    "flush_logs_every_n_steps": "nothing: loggers write at each log point",
+    "move_metrics_to_cpu": "nothing: metrics stay on the device until a log point",
+    "stochastic_weight_avg": "torch.optim.swa_utils in a callback",
+    "truncated_bptt_steps": "splitting the sequence inside your step",
+    "log_gpu_memory": "a callback reading torch.cuda.memory_allocated()",
+    "multiple_trainloader_mode": "combining the loaders into one iterable yourself",
+}
+
+
+def flag_name_error(
+    names: Any, known: Any, where: str, *, prefix: str = "", options: str = "flags"
+) -> str | None:
+    """The message for flag names that are not ``known``, or None when all are.
+
+    Lightning 1.x names get their current spelling; misspellings get "did you mean".
+
+    Args:
+        names: the names given.
+        known: the accepted names.
+        where: what is complaining (``"fit"``, ``"--config run.toml"``).
+        prefix: put before each name (``"--"`` on the command line).
+        options: what the accepted names are called in the message.
+
+    Returns:
+        The message, or None.
+
+    Example:
+        >>> print(flag_name_error(["max_epoch", "gpus"], FitConfig.flag_names(), "fit"))
+        fit: unknown flags ['max_epoch', 'gpus']: 'gpus' is a Lightning 1.x flag, use accelerator='gpu', devices=N; 'max_epoch': did you mean 'max_epochs'?
+    """
+    known = list(known)
+    unknown = [n for n in names if n not in known]
+    if not unknown:
+        return None
+    hints = []
+    for name in sorted(unknown, key=lambda n: n not in LIGHTNING_1X):
+        if name in LIGHTNING_1X:
+            hints.append(f"'{prefix}{name}' is a Lightning 1.x flag, use {LIGHTNING_1X[name]}")
+            continue
+        close = difflib.get_close_matches(name, known, n=2, cutoff=0.8)
+        if close:
+            hints.append(
+                f"'{prefix}{name}': did you mean "
+                + " or ".join(f"'{prefix}{c}'" for c in close)
+                + "?"
+            )
+    listed = [prefix + n for n in unknown]
+    tail = "; ".join(hints) if hints else f"accepted: {sorted(known)}"
+    return f"{where}: unknown {options} {listed}: {tail}"
+
 
 _TIME_RE = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
 _TIME_KEYS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
@@ -250,8 +320,12 @@ def _check_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         )
 
 
-def _flag(default: Any, help: str, validator: Any = None, cli: bool = True) -> Any:
-    return attrs.field(default=default, validator=validator, metadata={"help": help, "cli": cli})
+def _flag(
+    default: Any, help: str, validator: Any = None, cli: bool = True, shown: str | None = None
+) -> Any:
+    # ``shown``: how --help states the default when None stands for a resolved value.
+    metadata = {"help": help, "cli": cli, "default_text": shown}
+    return attrs.field(default=default, validator=validator, metadata=metadata)
 
 
 @attrs.frozen(slots=True)
@@ -272,8 +346,9 @@ class FitConfig:
 
     max_epochs: int | None = _flag(
         None,
-        "Stop after this many epochs (default 1000 unless max_steps/max_time is set; -1: no limit).",
+        "Stop after this many epochs (-1: no limit).",
         _check_max_epochs,
+        shown="None, i.e. 1000 unless max_steps or max_time is set",
     )
     min_epochs: int | None = _flag(
         None,
@@ -304,8 +379,9 @@ class FitConfig:
     val_check_interval: Any = _flag(
         None,
         "Validate every fraction of an epoch (float), every N training batches (int), or every "
-        "'DD:HH:MM:SS' of training time; default 1.0.",
+        "'DD:HH:MM:SS' of training time.",
         _check_val_check_interval,
+        shown="None, i.e. 1.0: once per epoch",
     )
     check_val_every_n_epoch: int | None = _flag(
         1,
@@ -330,7 +406,10 @@ class FitConfig:
         None, "Clip gradients at this value (<= 0 or None: no clipping).", _check_clip
     )
     gradient_clip_algorithm: str | None = _flag(
-        None, "'norm' (default) or 'value'.", _check_choice(None, "norm", "value")
+        None,
+        "'norm' or 'value'.",
+        _check_choice(None, "norm", "value"),
+        shown="None, i.e. 'norm'",
     )
     precision: Any = _flag("32-true", "One of " + ", ".join(PRECISIONS) + ".", _check_precision)
     accelerator: str = _flag(
@@ -356,10 +435,10 @@ class FitConfig:
         None, "Use deterministic algorithms (True, False, 'warn').", _check_deterministic
     )
     default_root_dir: str | None = _flag(
-        None, "Where logs and checkpoints go (default: the working directory).", _check_path
+        None, "Where logs and checkpoints go.", _check_path, shown="None: the working directory"
     )
     seed: int | None = _flag(
-        None, "Run seed (default: the state's seed).", _int_at_least(0, none=True)
+        None, "Run seed.", _int_at_least(0, none=True), shown="None: the state's seed"
     )
     log_every_n_steps: int = _flag(
         50, "Write step metrics every N optimizer steps (0: never).", _int_at_least(0)
@@ -369,7 +448,7 @@ class FitConfig:
         True, "Print a model summary at the start.", _check_choice(True, False)
     )
     enable_checkpointing: bool = _flag(
-        True, "Save checkpoints (default policy: newest epoch).", _check_choice(True, False)
+        True, "Save checkpoints (without a policy: the newest epoch).", _check_choice(True, False)
     )
     barebones: bool = _flag(
         False,

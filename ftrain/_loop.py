@@ -21,7 +21,7 @@ import attrs
 import torch
 
 from ._callbacks import EarlyStopping, LearningRateMonitor
-from ._config import FitConfig
+from ._config import FitConfig, flag_name_error
 from ._data import TensorLoader, batch_size_of, loader_length, move_to_device
 from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
@@ -542,9 +542,9 @@ def fit(
     Raises:
         ValueError, TypeError: a bad flag or combination, before anything runs.
     """
-    unknown = sorted(set(flags) - set(FitConfig.flag_names()))
-    if unknown:
-        raise TypeError(f"fit: unknown flags {unknown}; accepted: {sorted(FitConfig.flag_names())}")
+    message = flag_name_error(flags, FitConfig.flag_names(), "fit")
+    if message:
+        raise TypeError(message)
     config = (config or FitConfig()).replace(**flags) if flags else (config or FitConfig())
     if not isinstance(state, TrainState):
         raise TypeError(f"fit: state must be a TrainState, got {type(state).__name__}")

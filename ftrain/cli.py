@@ -11,7 +11,12 @@ works without declaring a flag by hand::
     ftrain.fit(state, step, data, config=config)
 
 A config file (``--config run.toml`` or ``.json``; ``.yaml`` when PyYAML is
-installed) sets defaults; flags on the command line override it.
+installed) sets defaults; flags on the command line override it. With
+``parse_config`` the file also holds the script's own arguments (``lr = 0.01``),
+declared with ``parser.add_argument`` or as an attrs class (``args=``). Boolean
+fit flags are ``--enable_progress_bar`` / ``--no-enable_progress_bar``. A
+misspelled flag gets "did you mean", a Lightning 1.x flag (``--gpus``) its
+current spelling.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ import argparse
 import datetime
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from ._config import FitConfig
+from ._config import FitConfig, flag_name_error
 
 __all__ = [
+    "add_args",
     "add_fit_args",
     "config_from_args",
     "dump_config",
@@ -114,6 +121,52 @@ def _fit_fields() -> list[attrs.Attribute[Any]]:
     return [f for f in attrs.fields(FitConfig) if f.metadata.get("cli", True)]
 
 
+def _bool_text(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_bool(group: Any, name: str, default: Any, help: str, dest: str | None = None) -> None:
+    """``--name`` (optionally ``--name false``) and ``--no-name``."""
+    dest = dest or name
+    group.add_argument(
+        f"--{name}", dest=dest, nargs="?", const=True, type=_bool_text, default=default,
+        metavar="BOOL", help=help,
+    )  # fmt: skip
+    group.add_argument(
+        f"--no-{name}", dest=dest, action="store_false", default=default, help=argparse.SUPPRESS
+    )
+
+
+def _existing_file(path: str) -> str:
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"no such file: {path!r}")
+    return path
+
+
+_UNRECOGNIZED = re.compile(r"^unrecognized arguments: (.*)$")
+
+
+def _suggesting_error(parser: argparse.ArgumentParser, error: Any) -> Any:
+    """``parser.error`` that adds "did you mean" and Lightning 1.x spellings."""
+
+    def fail(message: str) -> Any:
+        match = _UNRECOGNIZED.match(message)
+        if match:
+            given = [w[2:].split("=")[0] for w in match[1].split() if w.startswith("--")]
+            known = [s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--")]
+            better = flag_name_error(given, known, "", prefix="--", options="arguments")
+            if better:
+                message = f"{message} ({better.split(': ', 2)[2]})"
+        return error(message)
+
+    return fail
+
+
 def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--<flag>`` for every ``FitConfig`` field, and ``--config FILE``.
 
@@ -128,16 +181,74 @@ def add_fit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--config",
         default=None,
         metavar="FILE",
-        help="read fit options from a .toml, .json or .yaml file (command-line flags win)",
+        type=_existing_file,
+        help="read options from a .toml, .json or .yaml file (command-line flags win)",
     )
     for field in _fit_fields():
-        default = field.default
+        shown = field.metadata.get("default_text") or repr(field.default)
+        help = f"{field.metadata.get('help', '')} (default: {shown})"
+        if field.type == "bool":
+            help = f"{help[:-1]}; --no-{field.name} for False)"
+            _add_bool(group, field.name, argparse.SUPPRESS, help)
+            continue
         group.add_argument(
             f"--{field.name}",
             type=_parse_text if field.type in ("str", "str | None") else parse_value,
             default=argparse.SUPPRESS,
             metavar="VALUE",
-            help=f"{field.metadata.get('help', '')} (default: {default!r})",
+            help=help,
+        )
+    if not getattr(parser.error, "_ftrain", False):
+        error = _suggesting_error(parser, parser.error)
+        error._ftrain = True  # type: ignore[attr-defined]
+        parser.error = error  # type: ignore[method-assign]
+    return parser
+
+
+def add_args(parser: argparse.ArgumentParser, cls: type) -> argparse.ArgumentParser:
+    """Add ``--<field>`` for every field of the attrs class ``cls`` (your own arguments).
+
+    A field's default is the flag's default; a field without one is a required flag;
+    ``bool`` fields are ``--x`` / ``--no-x``; ``int``, ``float`` and ``str`` fields are
+    parsed as such, others with ``parse_value``. ``metadata={"help": ...}`` is the help.
+
+    Args:
+        parser: your parser.
+        cls: an attrs class.
+
+    Returns:
+        The same parser.
+
+    Raises:
+        TypeError: ``cls`` is not an attrs class.
+
+    Example:
+        >>> @attrs.define
+        ... class Args:
+        ...     lr: float = 0.1
+        ...     layers: int = 2
+        ...     dropout: bool = False
+        >>> parser = add_args(argparse.ArgumentParser(), Args)
+        >>> Args(**vars(parser.parse_args(["--lr", "0.01", "--dropout"])))
+        Args(lr=0.01, layers=2, dropout=True)
+    """
+    if not attrs.has(cls):
+        raise TypeError(f"add_args: cls must be an attrs class, got {cls!r}")
+    attrs.resolve_types(cls)
+    group = parser.add_argument_group(f"{cls.__name__} (the script's own arguments)")
+    for field in attrs.fields(cls):
+        required = field.default is attrs.NOTHING
+        default: Any = None if required else field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        help = field.metadata.get("help", "")
+        help = f"{help} (required)" if required else f"{help} (default: {default!r})"
+        if field.type is bool:
+            _add_bool(group, field.name, default, f"{help[:-1]}; --no-{field.name} for False)")
+            continue
+        kind = field.type if field.type in (int, float, str) else parse_value
+        group.add_argument(
+            f"--{field.name}", type=kind, default=default, required=required, help=help.strip()
         )
     return parser
 
@@ -169,19 +280,57 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ValueError(
             f"--config {path}: expected a table of fit options, got {type(data).__name__}"
         )
-    data = dict(data.get("fit", data))
-    unknown = sorted(set(data) - set(FitConfig.flag_names()))
-    if unknown:
-        raise ValueError(f"--config {path}: unknown fit options {unknown}")
-    return {k: _int_keys(v) for k, v in data.items()}
+    return data
+
+
+def _split_file(path: str, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fit options, the script's own arguments) of a config file's table.
+
+    Fit options are the ``[fit]`` table, or the top-level keys that are fit flags.
+    """
+    names = set(FitConfig.flag_names())
+    if isinstance(data.get("fit"), dict):
+        fit = dict(data["fit"])
+        own = {k: v for k, v in data.items() if k != "fit"}
+        unknown = sorted(set(fit) - names)
+        if unknown:
+            raise ValueError(
+                flag_name_error(unknown, names, f"--config {path}", options="fit options")
+            )
+    else:
+        fit = {k: v for k, v in data.items() if k in names}
+        own = {k: v for k, v in data.items() if k not in names}
+    return {k: _int_keys(v) for k, v in fit.items()}, own
+
+
+def _own_names(args: Any) -> list[str]:
+    return [k for k in vars(args) if k not in FitConfig.flag_names() and k != "config"]
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> FitConfig:
-    """Build a checked ``FitConfig`` from parsed arguments (file, then flags, then overrides)."""
+    """Build a checked ``FitConfig`` from parsed arguments (file, then flags, then overrides).
+
+    Raises:
+        ValueError: the ``--config`` file holds a name that is neither a fit option nor
+            one of the script's own arguments (an attribute of ``args``).
+    """
     values: dict[str, Any] = {}
     path = getattr(args, "config", None)
     if path:
-        values.update(_read_file(path))
+        with_own = _read_file(path)
+        fit, own = _split_file(path, with_own)
+        mine = _own_names(args)
+        unknown = [k for k in own if k not in mine]
+        if unknown:
+            raise ValueError(
+                flag_name_error(
+                    unknown,
+                    [*FitConfig.flag_names(), *mine],
+                    f"--config {path}",
+                    options="options (neither fit options nor the script's own arguments)",
+                )
+            )
+        values.update(fit)
     names = set(FitConfig.flag_names())
     values.update({k: v for k, v in vars(args).items() if k in names})
     values.update(overrides)
@@ -189,9 +338,23 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> FitConfig:
 
 
 def parse_config(
-    argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
-) -> tuple[FitConfig, argparse.Namespace]:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) into a ``FitConfig`` and the namespace.
+    argv: Sequence[str] | None = None,
+    *,
+    parser: argparse.ArgumentParser | None = None,
+    args: type | None = None,
+) -> tuple[FitConfig, Any]:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) into a ``FitConfig`` and your arguments.
+
+    The ``--config`` file may hold your own arguments beside the fit options (flat,
+    or fit options under ``[fit]``); command-line flags win over the file.
+
+    Args:
+        argv: the arguments.
+        parser: your parser with your own arguments (fit's are added).
+        args: an attrs class of your own arguments (see ``add_args``).
+
+    Returns:
+        ``(config, namespace)``, or ``(config, args instance)`` when ``args`` is given.
 
     Example:
         >>> config, _ = parse_config(["--max_steps", "10", "--precision", "bf16-mixed"])
@@ -199,11 +362,29 @@ def parse_config(
         (10, 'bf16-mixed')
     """
     parser = parser or argparse.ArgumentParser(description="ftrain fit options")
+    if args is not None:
+        add_args(parser, args)
     if not any(g.title == _GROUP for g in parser._action_groups):
         add_fit_args(parser)
-    args = parser.parse_args(argv)
+    # The file first: its values for the script's own arguments become their defaults.
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config", type=_existing_file, default=None)
+    early.error = parser.error  # type: ignore[method-assign]
+    found, _ = early.parse_known_args(argv)
+    if found.config:
+        try:
+            own = _split_file(found.config, _read_file(found.config))[1]
+        except (ValueError, OSError) as exc:
+            parser.error(str(exc))
+        dests = {a.dest for a in parser._actions}
+        parser.set_defaults(**{k: v for k, v in own.items() if k in dests})
+    namespace = parser.parse_args(argv)
     try:
-        return config_from_args(args), args
+        config = config_from_args(namespace)
+        if args is None:
+            return config, namespace
+        fields = {f.name for f in attrs.fields(args)}
+        return config, args(**{k: v for k, v in vars(namespace).items() if k in fields})
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
         raise  # unreachable: parser.error exits

@@ -10,9 +10,11 @@ from typing import Any
 
 import attrs
 import pytest
+import torch
 
 import ftrain as ft
 from ftrain.cli import (
+    add_args,
     add_fit_args,
     config_from_args,
     dump_config,
@@ -104,15 +106,23 @@ def test_help_lists_every_flag_with_its_default(capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_config(["--help"])
     assert exit_info.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    # Undo argparse's line wrapping (which also breaks after "--no-").
+    text = " ".join(capsys.readouterr().out.split()).replace("--no- ", "--no-")
     assert "--config FILE" in text
     for field in attrs.fields(ft.FitConfig):
         if not field.metadata.get("cli", True):
             assert f"--{field.name} " not in text
             continue
-        assert f"--{field.name} VALUE" in text
+        metavar = "[BOOL]" if field.type == "bool" else "VALUE"
+        assert f"--{field.name} {metavar}" in text
         help_text = " ".join(field.metadata["help"].split())
-        assert f"{help_text} (default: {field.default!r})" in text
+        shown = field.metadata.get("default_text") or repr(field.default)
+        if field.type == "bool":
+            shown += f"; --no-{field.name} for False"
+        assert f"{help_text} (default: {shown})" in text
+        # One default per flag, the real one: the help text itself states none.
+        assert "default" not in help_text.lower().replace("default_root_dir", "")
+    assert text.count("(default: ") >= len(attrs.fields(ft.FitConfig)) - 1
 
 
 def test_own_flags_kept_and_overrides_win() -> None:
@@ -179,7 +189,10 @@ def test_dump_config_reads_back(tmp_path: Path) -> None:
         (["--max_time", "12h"], "max_time: expected 'DD:HH:MM:SS'"),
         (["--limit_train_batches", "-1"], "limit_train_batches must be an int >= 0"),
         (["--devices", "0"], "devices must be an int >= 1"),
-        (["--enable_progress_bar", "1"], "enable_progress_bar: unknown value 1"),
+        (["--enable_progress_bar", "maybe"], "expected true or false, got 'maybe'"),
+        (["--acelerator", "cpu"], "('--acelerator': did you mean '--accelerator'?)"),
+        (["--gpus", "1"], "'--gpus' is a Lightning 1.x flag, use accelerator='gpu', devices=N"),
+        (["--config", "missing.toml"], "argument --config: no such file: 'missing.toml'"),
         (["--accumulate_grad_batches", "{bad"], "argument --accumulate_grad_batches: cannot parse"),
         (["--epochs", "3"], "unrecognized arguments: --epochs 3"),
         (["--max_epochs"], "argument --max_epochs: expected one argument"),
@@ -200,7 +213,9 @@ def test_bad_values_are_argparse_errors_naming_the_flag(
 @pytest.mark.parametrize(
     ("content", "name", "fragment"),
     [
-        ('{"max_epoch": 3}', "a.json", "unknown fit options ['max_epoch']"),
+        ('{"max_epoch": 3}', "a.json", "'max_epoch': did you mean 'max_epochs'?"),
+        ('{"fit": {"max_epoch": 3}}', "a.json", "unknown fit options ['max_epoch']"),
+        ('{"lr": 3}', "a.json", "unknown options (neither fit options nor the script's own"),
         ("[1, 2]", "b.json", "expected a table of fit options, got list"),
         ("max_epochs: 3", "c.ini", "unknown file type '.ini'"),
     ],
@@ -226,3 +241,80 @@ def test_parse_value_forms() -> None:
     assert parse_value("00:12:00:00") == "00:12:00:00"
     with pytest.raises(argparse.ArgumentTypeError, match="cannot parse"):
         parse_value("[1,")
+
+
+def test_boolean_flags_both_spellings() -> None:
+    """A boolean fit flag is --x, --no-x, or --x with a value; the last one given wins."""
+    assert parse_config(["--no-enable_progress_bar"])[0].enable_progress_bar is False
+    assert parse_config(["--barebones"])[0].barebones is True
+    assert parse_config(["--enable_checkpointing", "false"])[0].enable_checkpointing is False
+    flags = ["--no-enable_model_summary", "--enable_model_summary"]
+    assert parse_config(flags)[0].enable_model_summary is True
+    assert parse_config([])[0].enable_progress_bar is True
+
+
+@attrs.define
+class Args:
+    """The script's own arguments."""
+
+    lr: float = attrs.field(default=0.1, metadata={"help": "learning rate"})
+    layers: int = 2
+    name: str = "run"
+    dropout: bool = False
+    sizes: list = attrs.field(factory=lambda: [8, 8])  # type: ignore[type-arg]
+
+
+def test_config_file_holds_the_scripts_own_arguments(tmp_path: Path) -> None:
+    """With an attrs class of the script's arguments, the file sets them and fit's options
+    (flat or under [fit]); command-line flags win over the file."""
+    flat = tmp_path / "flat.toml"
+    flat.write_text('lr = 0.01\nname = "big"\ndropout = true\nmax_epochs = 7\n')
+    config, args = parse_config(["--config", str(flat), "--layers", "4"], args=Args)
+    assert args == Args(lr=0.01, layers=4, name="big", dropout=True, sizes=[8, 8])
+    assert config.max_epochs == 7
+    tables = tmp_path / "tables.toml"
+    tables.write_text("lr = 0.5\nsizes = [1, 2]\n[fit]\nmax_steps = 3\n")
+    config, args = parse_config(["--config", str(tables), "--lr", "0.2"], args=Args)
+    assert (args.lr, args.sizes, config.max_steps) == (0.2, [1, 2], 3)
+    # The same with the script's own argparse flags.
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.1)
+    with_lr = tmp_path / "lr.toml"
+    with_lr.write_text("lr = 0.5\nmax_steps = 3\n")
+    config, namespace = parse_config(["--config", str(with_lr)], parser=parser)
+    assert namespace.lr == 0.5 and config.max_steps == 3
+    with pytest.raises(SystemExit):  # sizes is not one of this parser's arguments
+        parse_config(["--config", str(tables)], parser=parser)
+
+
+def test_add_args_help_and_required(capsys: Any) -> None:
+    """add_args shows each field's help and default; a field without default is required."""
+
+    @attrs.define
+    class Needs:
+        data: str
+        epochs_per_eval: int = 1
+
+    parser = add_args(argparse.ArgumentParser(), Args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lr LR learning rate (default: 0.1)" in text
+    assert "--dropout [BOOL] (default: False; --no-dropout for False)" in text
+    with pytest.raises(SystemExit) as exit_info:
+        add_args(argparse.ArgumentParser(), Needs).parse_args([])
+    assert exit_info.value.code == 2
+    assert "required: --data" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="must be an attrs class"):
+        add_args(argparse.ArgumentParser(), dict)
+
+
+def test_fit_suggests_flag_names() -> None:
+    """fit(**flags) names a misspelled flag's likely meaning and a 1.x flag's new spelling."""
+    model = torch.nn.Linear(1, 1)
+    state = ft.TrainState.create(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match=r"'max_epoch': did you mean 'max_epochs'\?"):
+        ft.fit(state, ft.train_step(lambda m, b: m(b).sum()), [torch.ones(1)], max_epoch=1)
+    with pytest.raises(TypeError, match=r"'resume_from_checkpoint' is a Lightning 1.x flag, use"):
+        ft.fit(state, ft.train_step(lambda m, b: m(b).sum()), [torch.ones(1)],
+               resume_from_checkpoint="x.ckpt")  # fmt: skip

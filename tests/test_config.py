@@ -250,10 +250,13 @@ def test_tpu_is_refused_when_the_config_is_built() -> None:
 
 
 def test_unknown_fit_flag_is_a_type_error() -> None:
-    """A misspelt flag fails at once and lists the accepted ones."""
+    """A misspelt flag fails at once, naming the likely flag, or listing the accepted ones
+    when none is close."""
     state, loader = _setup()
-    with pytest.raises(TypeError, match=r"fit: unknown flags \['max_epoch'\]; accepted: \["):
+    with pytest.raises(TypeError, match=r"fit: unknown flags \['max_epoch'\]: 'max_epoch': did"):
         ft.fit(state, ft.train_step(_loss), loader, max_epoch=3)
+    with pytest.raises(TypeError, match=r"fit: unknown flags \['zzz'\]: accepted: \["):
+        ft.fit(state, ft.train_step(_loss), loader, zzz=3)
 
 
 def test_bad_flag_to_fit_fails_before_training(tmp_path: Path) -> None:

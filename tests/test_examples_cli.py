@@ -43,7 +43,7 @@ def test_example_runs_with_config_file_and_overrides(tmp_path: Path) -> None:
     """A subprocess run with a TOML config and command-line overrides trains the requested
     2 epochs of 4 batches, validates, writes a checkpoint, and exits 0 without warnings."""
     (tmp_path / "run.toml").write_text(
-        "[fit]\nmax_epochs = 50\nlimit_val_batches = 1\nnum_sanity_val_steps = 0\n"
+        "samples = 64\n[fit]\nmax_epochs = 50\nlimit_val_batches = 1\nnum_sanity_val_steps = 0\n"
     )
     argv = [
         "--config", "run.toml",
