@@ -22,6 +22,8 @@ from typing import Any
 import attrs
 import torch
 
+from ._metric_objects import merge_saved_state, saved_state
+
 __all__ = [
     "Logged",
     "MetricCollector",
@@ -318,6 +320,8 @@ class MetricCollector:
         self._explicit: set[str] = set()
         # Names logged bare with the stage's step-only defaults: the per-batch fast path.
         self._plain: set[str] = set()
+        # Metric objects' states from a checkpoint, merged in when the object shows up.
+        self._pending_objects: dict[str, Any] = {}
 
     def _spec(self, name: str, value: Any) -> _Spec:
         if isinstance(value, Logged):
@@ -380,6 +384,8 @@ class MetricCollector:
                     )
             value = raw.value if isinstance(raw, Logged) else raw
             if spec.metric_object:
+                if name in self._pending_objects:
+                    merge_saved_state(value, self._pending_objects.pop(name), name)
                 self.objects[name] = value
                 if spec.on_step:
                     self.latest[name] = value._forward_cache
@@ -455,6 +461,7 @@ class MetricCollector:
                 self.acc[name] = red.init()
         if reset:
             self.seen.clear()
+            self._pending_objects.clear()  # a saved state belongs to its own epoch
         return out
 
     def reset(self) -> None:
@@ -467,13 +474,17 @@ class MetricCollector:
             obj.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        """The partial epoch reductions, for an exact mid-epoch resume.
+        """The partial epoch reductions and metric objects' states, for an exact
+        mid-epoch resume.
 
-        Metrics reduced by a callable or kept by a metric object are not included
-        (a callable cannot be stored safely); their epoch value after a resume covers
-        only the batches seen since.
+        Metrics reduced by a callable are not included (a callable cannot be stored
+        safely); their epoch value after a resume covers only the batches seen since.
         """
         out: dict[str, Any] = {}
+        for name, obj in self.objects.items():
+            state = saved_state(obj)
+            if state is not None:
+                out[name] = {"object": state}
         for name, spec in self.specs.items():
             if name not in self.seen or spec.metric_object or not isinstance(spec.reduce_fx, str):
                 continue
@@ -494,6 +505,9 @@ class MetricCollector:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore partial epoch reductions saved by :meth:`state_dict`."""
         for name, entry in state.items():
+            if "object" in entry:
+                self._pending_objects[name] = entry["object"]
+                continue
             on_step, on_epoch, reduce_fx, prog_bar, logger, sync_dist, rank_zero_only = entry[
                 "spec"
             ]
