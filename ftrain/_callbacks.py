@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from ._warn import user_stacklevel
+
 __all__ = ["HOOKS", "Callback", "EarlyStopping", "LearningRateMonitor", "early_stopping_update"]
 
 HOOKS = (
@@ -272,7 +274,7 @@ class EarlyStopping(Callback):
             )
             if self.strict:
                 raise ValueError(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
             return False
         before = self.state
         score = float(metrics[self.monitor])

@@ -37,6 +37,7 @@ from torch.utils.data import (
 )
 
 from ._seed import mix_seed as mix_seed
+from ._warn import user_stacklevel
 from ._windows import RandomWindows
 
 __all__ = [
@@ -482,7 +483,7 @@ def _prepare_dataloader(
                 "(list(sampler)) at the start of every epoch so that a resume can skip "
                 "batches by index; for an exact resume it must give the same order for "
                 "the same epoch",
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         rebuilt = per_loader[key] = _rebuild(loader, rank, world_size, shuffle, base)
     batches = rebuilt.batch_sampler
@@ -590,7 +591,7 @@ def prepare_loader(
         f"{skip_batches} batches, which costs as much time as reading them; a loader with "
         "state_dict()/load_state_dict() (torchdata's StatefulDataLoader) resumes without "
         "re-reading",
-        stacklevel=2,
+        stacklevel=user_stacklevel(),
     )
     return _Skipped(data, skip_batches)
 

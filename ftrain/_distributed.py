@@ -74,6 +74,7 @@ import torch
 from ._config import FitConfig, split_strategy
 from ._slurm import export_launch_env
 from ._state import TrainState
+from ._warn import user_stacklevel
 
 __all__ = ["DistEnv", "setup_distributed"]
 
@@ -522,7 +523,7 @@ def setup_distributed(config: FitConfig) -> DistEnv:
                 f"strategy={strategy!r} with one device on one node: running in this "
                 "single process",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return DistEnv()
     if strategy == "single_device":

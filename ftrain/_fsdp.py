@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ._state import TrainState
+from ._warn import user_stacklevel
 
 __all__ = ["load_sharded", "save_sharded", "shard", "share_actions", "unshard"]
 
@@ -191,7 +192,7 @@ def unshard(state: TrainState) -> TrainState:
             f"fit(strategy='fsdp'): could not unshard the model ({exc}); the returned state "
             "holds the sharded model",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         return state
     new_of: dict[int, nn.Parameter] = {}

@@ -55,6 +55,7 @@ from ._state import TrainState
 from ._stateful import LoaderPosition
 from ._step import EvalStep, TrainStep, _check_accumulate
 from ._summary import model_summary
+from ._warn import user_stacklevel
 
 __all__ = ["FitResult", "fit"]
 
@@ -714,7 +715,7 @@ def _fit(
             "fit: max_epochs was not set, so training stops after 1000 epochs (Lightning's "
             "default); set max_epochs=-1 to train without an end",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     max_steps = config.resolved_max_steps()
     min_epochs = config.resolved_min_epochs()
@@ -957,7 +958,7 @@ def _fit(
                         f"log_every_n_steps={log_every} is more than the {epoch_batches} training "
                         "batches of an epoch: step metrics are logged rarely; set a lower value",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=user_stacklevel(),
                     )
                 state = state.replace(
                     epoch=epoch, batch_idx=start_batch, epoch_length=epoch_batches
@@ -1163,7 +1164,7 @@ def _fit(
                         "A one-shot iterator (e.g. a generator) is exhausted after one pass: "
                         "pass a re-iterable object, or a factory epoch -> iterable",
                         RuntimeWarning,
-                        stacklevel=3,
+                        stacklevel=user_stacklevel(),
                     )
                     run.end_reason = "no_data"
                     break
@@ -1303,7 +1304,7 @@ def _step_epoch_schedulers(state: TrainState, metrics: Mapping[str, float], epoc
                 message = f"ReduceLROnPlateau monitors {monitor!r}, which was not logged; logged: {sorted(metrics)}"
                 if sched.strict:
                     raise ValueError(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=3)
+                warnings.warn(message, RuntimeWarning, stacklevel=user_stacklevel())
                 continue
             sched.scheduler.step(metrics[monitor])
         else:

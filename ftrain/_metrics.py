@@ -23,6 +23,7 @@ import attrs
 import torch
 
 from ._metric_objects import merge_saved_state, saved_state
+from ._warn import user_stacklevel
 
 __all__ = [
     "Logged",
@@ -533,5 +534,7 @@ class MetricCollector:
             if not math.isfinite(v) and name not in self._warned_nonfinite:
                 self._warned_nonfinite.add(name)
                 warnings.warn(
-                    f"metric {name!r} is {v}; it is logged as is", RuntimeWarning, stacklevel=2
+                    f"metric {name!r} is {v}; it is logged as is",
+                    RuntimeWarning,
+                    stacklevel=user_stacklevel(),
                 )

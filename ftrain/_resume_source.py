@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._rundir import checkpoint_names, is_live
+from ._warn import user_stacklevel
 from .checkpoint._io import CheckpointError, safe_load
 
 __all__ = ["describe", "find_checkpoint", "newest_checkpoint"]
@@ -60,14 +61,14 @@ def newest_checkpoint(dirs: Sequence[str]) -> str | None:
         try:
             safe_load(path, verify=True, mmap=True)
         except CheckpointError as err:
-            warnings.warn(f"skipping {path!r}: {err}", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"skipping {path!r}: {err}", RuntimeWarning, stacklevel=user_stacklevel())
             continue
         if not key[0]:
             warnings.warn(
                 f"resuming from {path!r}, written by a run that is still running "
                 "(every checkpoint found belongs to a live run)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return path
     return None
@@ -107,7 +108,7 @@ def find_checkpoint(
             warnings.warn(
                 "fit(ckpt_path='last'): no checkpoint found; starting from scratch",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return path
     if ckpt_path == "best":

@@ -20,6 +20,8 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._warn import user_stacklevel
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -174,7 +176,7 @@ def fresh_policy_state(policy: Any, dirpath: str, *, warn: bool = True) -> dict[
             f"checkpoint folder {dirpath!r} is not empty ({len(existing)} checkpoint files); "
             "this run keeps them and names its own files beside them (-v1, -v2, ...)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return policy.recover(None, [], existing=existing)  # type: ignore[no-any-return]
 

@@ -20,6 +20,8 @@ import warnings
 import numpy as np
 import torch
 
+from ._warn import user_stacklevel
+
 __all__ = ["mix_seed", "seed_everything", "seed_step", "set_deterministic", "worker_init_fn"]
 
 _MASK64 = (1 << 64) - 1
@@ -148,7 +150,7 @@ def set_deterministic(deterministic: bool | str | None, benchmark: bool | None) 
             warnings.warn(
                 "deterministic=True with benchmark=True: cudnn.benchmark may pick "
                 "non-deterministic kernels",
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
     elif deterministic is False:
         torch.use_deterministic_algorithms(False)

@@ -26,6 +26,11 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _short(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def model_summary(model: Any) -> str:
     """A table of the model's top-level modules with parameter counts, and totals.
 
@@ -35,10 +40,20 @@ def model_summary(model: Any) -> str:
     Returns:
         The table as text.
 
+    The name column holds each child's name; for a bare ``nn.Sequential``, whose
+    children are named by their index, it holds each layer's arguments instead.
+
     Example:
         >>> import torch
-        >>> print(model_summary(torch.nn.Sequential(torch.nn.Linear(2, 3))).splitlines()[2])
-        0 | 0    | Linear | 9      | 0
+        >>> print(model_summary(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())))
+          | Layer                                    | Type   | Params | Frozen
+        -----------------------------------------------------------------------
+        0 | in_features=2, out_features=3, bias=True | Linear | 9      | 0
+        1 |                                          | ReLU   | 0      | 0
+        -----------------------------------------------------------------------
+        9 trainable params
+        0 non-trainable params
+        9 total params
     """
     while isinstance(getattr(model, "module", None), nn.Module):  # unwrap DDP
         model = model.module
@@ -47,11 +62,15 @@ def model_summary(model: Any) -> str:
     )
     if not named and isinstance(model, nn.Module):
         named = [("(root)", model)]
-    rows = [("", "Name", "Type", "Params", "Frozen")]
+    # A bare nn.Sequential names its children "0", "1", ...: the name column would repeat
+    # the index, so it shows each layer's arguments instead.
+    indexed = all(name == str(i) for i, (name, _) in enumerate(named))
+    rows = [("", "Layer" if indexed else "Name", "Type", "Params", "Frozen")]
     total_t = total_f = 0
     for i, (name, module) in enumerate(named):
         t, f = _count(module)
-        rows.append((str(i), name, type(module).__name__, _human(t), _human(f)))
+        label = _short(module.extra_repr()) if indexed else name
+        rows.append((str(i), label, type(module).__name__, _human(t), _human(f)))
     modules = [model] if isinstance(model, nn.Module) else list(model.values())
     for m in modules:
         t, f = _count(m)

@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 import torch
 
+from .._warn import user_stacklevel
 from ._payload import UnloadableValueError, check_payload
 from ._policy import CheckpointInfo
 
@@ -399,7 +400,9 @@ def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
             raw = safe_load(full)["checkpoint_info"]
             info = CheckpointInfo.from_dict(raw)
         except (CheckpointError, KeyError, ValueError, TypeError, AttributeError) as err:
-            warnings.warn(f"skipping checkpoint {full!r}: {err}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"skipping checkpoint {full!r}: {err}", UserWarning, stacklevel=user_stacklevel()
+            )
             continue
         if os.path.islink(full):
             info = attrs.evolve(info, kind="last")

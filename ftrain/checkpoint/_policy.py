@@ -67,6 +67,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._warn import user_stacklevel
 from ._template import (
     DEFAULT_TEMPLATE,
     MissingMetricError,
@@ -371,7 +372,7 @@ def _newest(files: list[_File]) -> _File | None:
 def _warn_once(warned: list[str], key: str, message: str) -> None:
     if key not in warned:
         warned.append(key)
-        warnings.warn(message, UserWarning, stacklevel=5)
+        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
 
 
 def _part_state(kind: str, files: Iterable[_File], pending: bool, warned: list[str]) -> dict:

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from .._warn import user_stacklevel
+
 __all__ = ["Logger", "as_loggers", "claim_version"]
 
 _VERSION_DIR = re.compile(r"version_(\d+)")
@@ -294,7 +296,7 @@ def as_loggers(
         warnings.warn(
             "logger=True: tensorboard is not installed, logging to CSV instead "
             "(pip install tensorboard for the TensorBoard logger)",
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
         return [CSVLogger(default_root_dir)]
     if logger is False:

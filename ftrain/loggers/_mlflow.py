@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from .._warn import user_stacklevel
 from ._base import flatten_params
 
 __all__ = ["MLFlowLogger"]
@@ -164,7 +165,7 @@ class MLFlowLogger:
                 f"MLFlowLogger: params {changed} already hold other values in run "
                 f"{self.run_id}; MLflow keeps the first ones",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         new = [Param(k, v) for k, v in flat.items() if k not in recorded]
         if new:
@@ -217,7 +218,7 @@ class MLFlowLogger:
             warnings.warn(
                 f"MLFlowLogger: {key!r} is logged as {clean!r} (characters MLflow refuses)",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         return clean
 

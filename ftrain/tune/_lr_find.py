@@ -22,6 +22,7 @@ import attrs
 import torch
 
 from .._state import TrainState
+from .._warn import user_stacklevel
 from ._trial import (
     advance,
     batches,
@@ -113,7 +114,7 @@ class LRFinderResult:
                 f"{len(self.smoothed)} after skip_begin={begin}, skip_end={end} (2 needed); "
                 "raise num_training, give more data or skip fewer points",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
             return None
         curve = torch.tensor([self.smoothed[i] for i in kept], dtype=torch.float64)
