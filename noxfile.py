@@ -52,11 +52,18 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site; strict: a broken link or docstring fails it."""
+    """Build the documentation site (strict: a broken link or docstring fails it).
+
+    ``nox -s docs -- serve`` serves it on http://127.0.0.1:8000 instead, rebuilt on edits.
+    """
     # mkdocstrings reads ftrain's source statically, so torch is not needed here; the
     # python blocks of the pages run in the tests session (tests/test_docs.py).
     session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff")
-    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+    env = {"NO_MKDOCS_2_WARNING": "1"}
+    if session.posargs[:1] == ["serve"]:  # nox -s docs -- serve: the site on 127.0.0.1:8000
+        session.run("mkdocs", "serve", *session.posargs[1:], env=env)
+        return
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
 
 
 @nox.session

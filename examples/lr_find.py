@@ -12,6 +12,7 @@ itself is not touched: train it with the suggestion afterwards.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> float | None:
     parser.add_argument("path", help="where to save the PNG")
     parser.add_argument("--num_training", type=int, default=100)
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:  # before the search, not after it
+        parser.error("saving the plot needs matplotlib: pip install matplotlib")
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))

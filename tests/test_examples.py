@@ -223,3 +223,28 @@ def test_gpt_pretrain_resumes_exactly_after_kill(
     assert resumed.state.step == 12
     assert capsys.readouterr().out.splitlines()[-1] == expected
     assert resumed.metrics["val_loss"] == reference.metrics["val_loss"]
+
+
+def test_lr_find_example_checks_matplotlib_before_the_search(tmp_path: Path) -> None:
+    """Without matplotlib the lr_find example stops at once with a usage error naming the
+    package, before any training step; with it, the plot is written."""
+    hide = (
+        "import sys, runpy; sys.modules['matplotlib'] = None; "
+        f"sys.argv = ['lr_find.py', 'out.png']; runpy.run_path({str(EXAMPLES / 'lr_find.py')!r}, "
+        "run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", hide], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "needs matplotlib: pip install matplotlib" in done.stderr
+    assert "steps" not in done.stdout and not (tmp_path / "out.png").exists()
+    pytest.importorskip("matplotlib")
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "lr_find.py"), "out.png", "--num_training", "20"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "saved out.png" in done.stdout and (tmp_path / "out.png").stat().st_size > 0

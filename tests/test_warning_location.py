@@ -15,7 +15,11 @@ def _parts() -> tuple[ft.TrainState, Any, ft.TensorLoader]:
     model = torch.nn.Linear(2, 1)
     state = ft.TrainState.create(model, torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(4, 2)
-    return state, ft.train_step(lambda m, b: m(b[0]).pow(2).mean()), ft.TensorLoader(x, x, batch_size=2)
+    return (
+        state,
+        ft.train_step(lambda m, b: m(b[0]).pow(2).mean()),
+        ft.TensorLoader(x, x, batch_size=2),
+    )
 
 
 def test_warnings_point_at_the_fit_call(tmp_path: Path) -> None:
