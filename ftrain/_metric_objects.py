@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ._warn import user_stacklevel
+
 __all__ = ["merge_saved_state", "saved_state"]
 
 
@@ -67,7 +69,7 @@ def merge_saved_state(obj: Any, saved: Mapping[str, Any], name: str) -> bool:
             f"metric {name!r}: its state from the checkpoint could not be merged ({err}); "
             "its epoch value covers only the batches since the resume",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return False
     count = saved.get("update_count")
