@@ -52,7 +52,7 @@ class ThroughputMonitor(Callback):
         >>> values["throughput/batches_per_sec"], values["throughput/ms_per_step"]
         (5.0, 400.0)
         >>> values["throughput/samples_per_sec"], values["throughput/mfu"]
-        (80.0, 0.05)
+        (160.0, 0.05)
     """
 
     def __init__(
