@@ -22,9 +22,16 @@ from ._combinators import clip_grad_norm as clip_grad_norm
 from ._combinators import clip_grad_value as clip_grad_value
 from ._combinators import compile as compile
 from ._combinators import precision as precision
+from ._combinators import randomness as randomness
 from ._combinators import skip_nonfinite as skip_nonfinite
 from ._config import FitConfig as FitConfig
+from ._custom import CustomStep as CustomStep
+from ._custom import accumulation_boundary as accumulation_boundary
+from ._custom import custom_step as custom_step
 from ._data import TensorLoader as TensorLoader
+from ._ema import ema as ema
+from ._ema import ema_state_dict as ema_state_dict
+from ._ema import ema_weights as ema_weights
 from ._evaluate import predict as predict
 from ._evaluate import test as test
 from ._evaluate import validate as validate
@@ -35,6 +42,8 @@ from ._metrics import Logged as Logged
 from ._metrics import log as log
 from ._metrics import log_dict as log_dict
 from ._precision import PRECISIONS as PRECISIONS
+from ._precision import Precision as Precision
+from ._precision import parse_precision as parse_precision
 from ._seed import mix_seed as mix_seed
 from ._seed import seed_everything as seed_everything
 from ._sources import DataFactory as DataFactory
@@ -48,14 +57,19 @@ from ._step import EvalStep as EvalStep
 from ._step import Metrics as Metrics
 from ._step import Step as Step
 from ._step import TrainStep as TrainStep
-from ._step import custom_step as custom_step
 from ._step import eval_step as eval_step
 from ._step import train_step as train_step
 from ._summary import model_summary as model_summary
 from ._throughput import ThroughputMonitor as ThroughputMonitor
 from ._timer import Timer as Timer
+from ._transforms import GradientTransform as GradientTransform
+from ._transforms import after_update as after_update
+from ._transforms import gradient_transform as gradient_transform
+from ._update import apply_update as apply_update
 from ._windows import RandomWindows as RandomWindows
 from ._windows import window_offsets as window_offsets
+from ._wrap import WrappedStep as WrappedStep
+from ._wrap import step_combinator as step_combinator
 
 __version__ = "0.1.0"
 
@@ -63,14 +77,17 @@ __all__ = [
     "PRECISIONS",
     "Callback",
     "Combinator",
+    "CustomStep",
     "DataFactory",
     "EarlyStopping",
     "EvalStep",
     "FitConfig",
     "FitResult",
+    "GradientTransform",
     "LearningRateMonitor",
     "Logged",
     "Metrics",
+    "Precision",
     "RandomWindows",
     "SchedulerConfig",
     "Step",
@@ -79,31 +96,42 @@ __all__ = [
     "Timer",
     "TrainState",
     "TrainStep",
+    "WrappedStep",
     "accumulate",
+    "accumulation_boundary",
+    "after_update",
+    "apply_update",
     "checkpoint",
     "cli",
     "clip_grad_norm",
     "clip_grad_value",
     "compile",
     "custom_step",
+    "ema",
+    "ema_state_dict",
+    "ema_weights",
     "estimated_stepping_batches",
     "eval_step",
     "fit",
+    "gradient_transform",
     "load_checkpoint",
     "log",
     "log_dict",
     "loggers",
     "mix_seed",
     "model_summary",
+    "parse_precision",
     "per_batch_size",
     "per_epoch",
     "per_validation",
     "precision",
     "predict",
+    "randomness",
     "restore",
     "save_checkpoint",
     "seed_everything",
     "skip_nonfinite",
+    "step_combinator",
     "test",
     "testing",
     "train_step",

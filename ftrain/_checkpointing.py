@@ -4,7 +4,8 @@ A checkpoint is a plain dict of tensors, numbers and strings, loadable with
 ``torch.load(path, weights_only=True)``: ``model`` is an ordinary ``state_dict``
 (a dict of them for several models), so the weights are readable without ftrain.
 Keys: ``ftrain_format``, ``versions``, ``model``, ``optimizer``, ``scheduler``,
-``scaler``, ``counters``, ``seed``, ``extras``, ``grads`` (gradients accumulated so
+``scaler``, ``counters``, ``seed``, ``extras``, ``rng`` (the global generators' states:
+torch, CUDA, python, numpy), ``grads`` (gradients accumulated so
 far when saved inside an accumulation window, else absent), and what ``fit`` adds: ``loop``
 (position, elapsed time, logger versions, partial epoch metrics), ``policies``,
 ``callbacks``, ``config`` and ``checkpoint_info``.
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._seed import rng_states
 from ._state import TrainState
 from .checkpoint._io import FORMAT_VERSION, CheckpointError, atomic_save, safe_load
 
@@ -81,6 +83,8 @@ def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str,
         payload["scheduler"] = _each(state.scheduler, lambda s: s.state_dict())
         payload["scaler"] = None if state.scaler is None else state.scaler.state_dict()
         payload["extras"] = dict(state.extras)
+        # The global generators, for data code outside the step that draws from them.
+        payload["rng"] = rng_states()
         # Inside an accumulation window (an interrupt, a mid-window validation) the
         # gradients summed so far are part of the state; between windows there are none.
         grads = _each(state.model, _grads)

@@ -1,11 +1,13 @@
 """Step combinators: small values that turn a step into a bigger step.
 
 Each factory (``accumulate(4)``, ``clip_grad_norm(1.0)``, ...) checks its
-arguments when called and returns a ``Combinator``: a callable ``Step -> Step``
-with a readable repr, so pipelines read as ``toolz.pipe(step, clip_grad_norm(1.0),
-accumulate(4))``. A combinator sets one setting of a ``TrainStep``; the step then
-runs its phases in the fixed order of a hand-written loop, whatever the order of
-composition. Setting the same thing twice is an error, not a silent override.
+arguments when called and returns a ``Combinator`` (or a ``GradientTransform``, which is one too): a callable
+``Step -> Step`` with a readable repr, so pipelines read as ``toolz.pipe(step,
+clip_grad_norm(1.0), accumulate(4))``. ``accumulate``, ``precision`` and ``compile``
+wrap phases of a ``TrainStep``; gradient transforms run in the order written. Applied
+to a step built by a user's ``step -> step`` function (:func:`ftrain.step_combinator`),
+a combinator configures the step inside. Setting the same thing twice is an error,
+not a silent override.
 """
 
 from __future__ import annotations
@@ -15,16 +17,23 @@ from typing import Any
 
 import attrs
 
+from ._custom import CustomStep
 from ._precision import parse_precision
-from ._step import Clip, EvalStep, TrainStep, _check_accumulate, _number
+from ._step import EvalStep, TrainStep, _check_accumulate
+from ._transforms import clip_grad_norm as clip_grad_norm
+from ._transforms import clip_grad_value as clip_grad_value
+from ._transforms import skip_nonfinite as skip_nonfinite
+from ._wrap import configure
 
 __all__ = [
     "Combinator",
     "accumulate",
+    "apply_fit_flags",
     "clip_grad_norm",
     "clip_grad_value",
     "compile",
     "precision",
+    "randomness",
     "skip_nonfinite",
 ]
 
@@ -43,13 +52,14 @@ class Combinator:
         return self.name
 
 
-def _train_step(step: Any, who: str) -> TrainStep:
-    if not isinstance(step, TrainStep):
-        raise TypeError(
-            f"{who} applies to steps built by ftrain.train_step, got {type(step).__name__}; "
-            "a hand-written step does this itself"
-        )
-    return step
+def _is_train_step(step: Any) -> bool:
+    return isinstance(step, TrainStep)
+
+
+def _on_train_step(step: Any, who: str, change: Any) -> Any:
+    return configure(
+        step, change, _is_train_step, f"{who} applies to steps built by ftrain.train_step"
+    )
 
 
 def accumulate(n: int | Mapping[int, int]) -> Combinator:
@@ -83,68 +93,15 @@ def accumulate(n: int | Mapping[int, int]) -> Combinator:
     value = _check_accumulate(n)
     shown = value if isinstance(value, int) else dict(value)
 
-    def apply(step: Any) -> TrainStep:
-        step = _train_step(step, "accumulate")
+    def change(step: TrainStep) -> TrainStep:
         if step.accumulate is not None:
             raise ValueError("accumulate: the step already accumulates; apply accumulate once")
         return step.with_(accumulate=value)
 
+    def apply(step: Any) -> Any:
+        return _on_train_step(step, "accumulate", change)
+
     return Combinator(f"accumulate({shown!r})", apply)
-
-
-def _clip(algorithm: str, value: float, norm_type: float, who: str) -> Combinator:
-    clip = Clip(algorithm, value, norm_type)
-
-    def apply(step: Any) -> TrainStep:
-        step = _train_step(step, who)
-        if step.clip is not None:
-            raise ValueError(f"{who}: the step already clips gradients; clip once")
-        return step.with_(clip=clip)
-
-    args = f"{value!r}" if algorithm == "value" or norm_type == 2.0 else f"{value!r}, {norm_type!r}"
-    return Combinator(f"{who}({args})", apply)
-
-
-def clip_grad_norm(max_norm: float, norm_type: float = 2.0) -> Combinator:
-    """Clip the total gradient norm to ``max_norm`` right before each update.
-
-    Uses ``torch.nn.utils.clip_grad_norm_`` on the accumulated, unscaled gradients
-    of the optimizer's parameters; the pre-clip norm is reported as ``grad_norm``.
-
-    Args:
-        max_norm: a number > 0.
-        norm_type: the p of the p-norm (``inf`` for the max norm).
-
-    Raises:
-        TypeError: a non-numeric argument. ValueError: a value <= 0.
-
-    Example:
-        >>> clip_grad_norm(1.0)
-        clip_grad_norm(1.0)
-    """
-    return _clip(
-        "norm",
-        _number("clip_grad_norm: max_norm", max_norm),
-        _number("clip_grad_norm: norm_type", norm_type),
-        "clip_grad_norm",
-    )
-
-
-def clip_grad_value(clip_value: float) -> Combinator:
-    """Clip every gradient element to ``[-clip_value, clip_value]`` before each update.
-
-    Uses ``torch.nn.utils.clip_grad_value_`` on the accumulated, unscaled gradients.
-
-    Raises:
-        TypeError: a non-numeric value. ValueError: a value <= 0.
-
-    Example:
-        >>> clip_grad_value(0.5)
-        clip_grad_value(0.5)
-    """
-    return _clip(
-        "value", _number("clip_grad_value: clip_value", clip_value), 2.0, "clip_grad_value"
-    )
 
 
 def precision(value: str | int) -> Combinator:
@@ -165,41 +122,22 @@ def precision(value: str | int) -> Combinator:
     """
     resolved = parse_precision(value)
 
+    def change(step: Any) -> Any:
+        if step.precision.name != "32-true":
+            raise ValueError(
+                f"precision: the step already runs at {step.precision.name!r}; set it once"
+            )
+        return step.with_(precision=resolved)
+
     def apply(step: Any) -> Any:
-        if isinstance(step, (TrainStep, EvalStep)):
-            if step.precision.name != "32-true":
-                raise ValueError(
-                    f"precision: the step already runs at {step.precision.name!r}; set it once"
-                )
-            return step.with_(precision=resolved)
-        raise TypeError(
-            "precision applies to steps built by ftrain.train_step or ftrain.eval_step, "
-            f"got {type(step).__name__}"
+        return configure(
+            step,
+            change,
+            lambda s: isinstance(s, (TrainStep, EvalStep)),
+            "precision applies to steps built by ftrain.train_step or ftrain.eval_step",
         )
 
     return Combinator(f"precision({resolved.name!r})", apply)
-
-
-def skip_nonfinite() -> Combinator:
-    """Skip any update whose gradients hold NaN or Inf, and count it.
-
-    The parameters and optimizer state are left untouched; the gradients are
-    dropped; ``state.extras["skip_nonfinite"]`` and the ``skipped_steps`` metric
-    count skipped updates. ``state.step`` still advances (as Lightning counts steps
-    skipped by the GradScaler). Deciding costs one host sync per optimizer step.
-
-    Example:
-        >>> skip_nonfinite()
-        skip_nonfinite()
-    """
-
-    def apply(step: Any) -> TrainStep:
-        step = _train_step(step, "skip_nonfinite")
-        if step.skip_nonfinite:
-            raise ValueError("skip_nonfinite: the step already skips non-finite updates")
-        return step.with_(skip_nonfinite=True)
-
-    return Combinator("skip_nonfinite()", apply)
 
 
 def compile(step: Any = None, **torch_compile_kwargs: Any) -> Any:
@@ -215,12 +153,96 @@ def compile(step: Any = None, **torch_compile_kwargs: Any) -> Any:
     """
     shown = ", ".join(f"{k}={v!r}" for k, v in torch_compile_kwargs.items())
 
-    def apply(s: Any) -> TrainStep:
-        s = _train_step(s, "compile")
+    def change(s: TrainStep) -> TrainStep:
         if s.compile_kwargs is not None:
             raise ValueError("compile: the step is already compiled")
         return s.with_(compile_kwargs=dict(torch_compile_kwargs))
 
+    def apply(s: Any) -> Any:
+        return _on_train_step(s, "compile", change)
+
     if step is None:
         return Combinator(f"compile({shown})", apply)
     return apply(step)
+
+
+def randomness(mode: str) -> Combinator:
+    """Choose where a train or custom step draws its random numbers.
+
+    ``"step"`` (the default): from torch's generators seeded from (seed, micro_step,
+    rank), with the global streams put back after the step, so nothing outside the
+    step sees a difference. ``"ambient"``: from the global generators, as a
+    hand-written loop does (``fit(..., randomness="ambient")`` also leaves a
+    ``DataLoader``'s own sampler and shuffling alone).
+
+    Raises:
+        ValueError: another mode.
+
+    Example:
+        >>> randomness("ambient")
+        randomness('ambient')
+    """
+    if mode not in ("step", "ambient"):
+        raise ValueError(f"randomness: mode must be 'step' or 'ambient', got {mode!r}")
+
+    def change(step: Any) -> Any:
+        if step.randomness != "step" and step.randomness != mode:
+            raise ValueError(f"randomness: the step already draws {step.randomness!r}; set it once")
+        return step.with_(randomness=mode)
+
+    def apply(step: Any) -> Any:
+        return configure(
+            step,
+            change,
+            lambda s: isinstance(s, (TrainStep, CustomStep)),
+            "randomness applies to steps built by ftrain.train_step or ftrain.custom_step",
+        )
+
+    return Combinator(f"randomness({mode!r})", apply)
+
+
+def apply_fit_flags(
+    step: Any, accumulate_grad_batches: Any, clip: Any, precision_value: Any, mode: str
+) -> Any:
+    """``fit``'s accumulate/clip/precision/randomness flags applied to a (wrapped) step.
+
+    ``clip`` is None or a gradient transform; a flag the step already sets is an error
+    naming the flag; flags a hand-written step cannot take raise a TypeError.
+    """
+    resolved = parse_precision(precision_value)
+    wants = accumulate_grad_batches != 1 or clip is not None or resolved.name != "32-true"
+    if not wants and mode == "step":
+        return step
+    if mode != "step":
+        step = randomness(mode)(step)
+    if not wants:
+        return step
+    refusal = (
+        "fit: accumulate_grad_batches, gradient_clip_val and precision apply to steps "
+        "built by ftrain.train_step; a custom step does these itself"
+    )
+
+    def change(s: TrainStep) -> TrainStep:
+        if accumulate_grad_batches != 1:
+            if s.accumulate is not None:
+                raise ValueError(
+                    "fit: accumulate_grad_batches was given and the step already accumulates; "
+                    "use one"
+                )
+            s = s.with_(accumulate=_check_accumulate(accumulate_grad_batches))
+        if clip is not None:
+            if any(t.group == "clip" for t in s.transforms):
+                raise ValueError(
+                    "fit: gradient_clip_val was given and the step already clips; use one"
+                )
+            s = s.with_transform(clip)
+        if resolved.name != "32-true" and s.precision != resolved:
+            if s.precision.name != "32-true":
+                raise ValueError(
+                    f"fit: precision={precision_value!r} was given and the step already runs "
+                    f"at {s.precision.name!r}; use one"
+                )
+            s = s.with_(precision=resolved)
+        return s
+
+    return configure(step, change, _is_train_step, refusal)

@@ -440,6 +440,12 @@ class FitConfig:
     seed: int | None = _flag(
         None, "Run seed.", _int_at_least(0, none=True), shown="None: the state's seed"
     )
+    randomness: str = _flag(
+        "step",
+        "'step': steps draw from per-step seeds, global streams untouched; 'ambient': the "
+        "loop draws from the global generators and loaders keep their own sampling.",
+        _check_choice("step", "ambient"),
+    )
     log_every_n_steps: int = _flag(
         50, "Write step metrics every N optimizer steps (0: never).", _int_at_least(0)
     )

@@ -21,6 +21,7 @@ import attrs
 import torch
 
 from ._callbacks import EarlyStopping, LearningRateMonitor
+from ._combinators import apply_fit_flags, clip_grad_norm, clip_grad_value
 from ._config import FitConfig, flag_name_error
 from ._data import TensorLoader, batch_size_of, loader_length, move_to_device
 from ._devices import resolve_accelerator, resolve_devices
@@ -47,13 +48,13 @@ from ._schedules import (
     should_validate,
     val_check_batch,
 )
-from ._seed import set_deterministic
+from ._seed import ambient_epoch, rng_states, set_deterministic, set_rng_states
 from ._signals import StopSignals
 from ._slurm import hpc_checkpoints, requeue_and_exit, requeue_signals, slurm_detected
 from ._sources import ValidationData, check_eval_data, check_train_data
 from ._state import TrainState
 from ._stateful import LoaderPosition
-from ._step import EvalStep, TrainStep, _check_accumulate
+from ._step import EvalStep, _number
 from ._summary import model_summary
 from ._warn import user_stacklevel
 
@@ -99,40 +100,17 @@ def _is_factory(data: Any) -> bool:
 
 
 def _build_step(step: Any, config: FitConfig) -> Any:
-    """Apply the accumulate/clip/precision flags to a TrainStep (never twice)."""
-    from ._precision import parse_precision
-    from ._step import Clip, _number
-
-    acc = config.accumulate_grad_batches
+    """Apply the accumulate/clip/precision/randomness flags to the step (never twice)."""
     clip_val = config.gradient_clip_val
-    wants_clip = clip_val is not None and clip_val > 0
-    precision = parse_precision(config.precision)
-    if not isinstance(step, TrainStep):
-        if acc != 1 or wants_clip or precision.name != "32-true":
-            raise TypeError(
-                "fit: accumulate_grad_batches, gradient_clip_val and precision apply to steps "
-                "built by ftrain.train_step; a custom step does these itself"
-            )
-        return step
-    changes: dict[str, Any] = {}
-    if acc != 1:
-        if step.accumulate is not None:
-            raise ValueError(
-                "fit: accumulate_grad_batches was given and the step already accumulates; use one"
-            )
-        changes["accumulate"] = _check_accumulate(acc)
-    if wants_clip:
-        if step.clip is not None:
-            raise ValueError("fit: gradient_clip_val was given and the step already clips; use one")
-        changes["clip"] = Clip(config.clip_algorithm(), _number("gradient_clip_val", clip_val))
-    if precision.name != "32-true":
-        if step.precision.name != "32-true" and step.precision != precision:
-            raise ValueError(
-                f"fit: precision={config.precision!r} was given and the step already runs at "
-                f"{step.precision.name!r}; use one"
-            )
-        changes["precision"] = precision
-    return step.with_(**changes) if changes else step
+    clip = None
+    if clip_val is not None and clip_val > 0:
+        value = _number("gradient_clip_val", clip_val)
+        clip = (
+            clip_grad_norm(value) if config.clip_algorithm() == "norm" else clip_grad_value(value)
+        )
+    return apply_fit_flags(
+        step, config.accumulate_grad_batches, clip, config.precision, config.randomness
+    )
 
 
 def _eval_with_precision(step: Any, config: FitConfig) -> Any:
@@ -843,6 +821,8 @@ def _fit(
     # Sanity check --------------------------------------------------------------------
     sanity = config.num_sanity_val_steps
     if validating and sanity != 0 and not resumed and not fast:
+        # A pass a hand loop does not have takes nothing from the user's random streams.
+        ambient = rng_states()
         data = val_source.get(state.epoch, sanity=True)
         run.call("on_sanity_check_start", state=state)
         bar.eval_start("Sanity check", None if sanity < 0 else sanity)
@@ -860,6 +840,7 @@ def _fit(
             on_batch=eval_batch_done,
             use_sampler=config.use_distributed_sampler,
         )
+        set_rng_states(ambient)
         bar.eval_end(None)
         run.call("on_sanity_check_end", state=state)
 
@@ -918,15 +899,18 @@ def _fit(
                     source = train_loader_src
                 else:
                     source = train_data
-                loader = position.prepare(
-                    source,
-                    seed=seed,
-                    epoch=epoch,
-                    skip_batches=start_batch,
-                    rank=dist.rank,
-                    world_size=dist.world_size if config.use_distributed_sampler else 1,
-                    processes=dist.world_size,
-                )
+                if config.randomness == "ambient" and not isinstance(source, TensorLoader):
+                    loader = ambient_epoch(source, epoch, start_batch)
+                else:
+                    loader = position.prepare(
+                        source,
+                        seed=seed,
+                        epoch=epoch,
+                        skip_batches=start_batch,
+                        rank=dist.rank,
+                        world_size=dist.world_size if config.use_distributed_sampler else 1,
+                        processes=dist.world_size,
+                    )
                 # The length of this rank's shard (the prepared loader's), not the dataset's.
                 length = loader_length(loader)
                 epoch_batches = limit_batches(length, config.limit_train_batches)
@@ -1324,6 +1308,7 @@ def _resume(
             "it cannot resume a run. Load it with ft.restore(state, path) instead"
         )
     state = run.dist.restore(state, payload, path)
+    set_rng_states(payload.get("rng"))
     loop = payload.get("loop") or {}
     run.elapsed_before = float(loop.get("elapsed", 0.0))
     run.resumed_from = path

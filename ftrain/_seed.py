@@ -3,7 +3,14 @@
 A training step seeds torch's generators from ``mix_seed(seed, micro_step, rank)``
 before it runs, so dropout and other in-step randomness depend only on the run
 seed, the batch counter and the process rank, never on what ran before. A step
-replayed on a clone, or after a resume, draws the same numbers.
+replayed on a clone, or after a resume, draws the same numbers. The generators'
+states from before the step are put back after it (``enter_step``/``leave_step``),
+so code outside the step (a data iterator drawing from torch's global generator)
+draws what it would draw without ftrain. ``randomness="ambient"`` steps draw from the
+global generators instead, as a hand-written loop does.
+
+``rng_states``/``set_rng_states`` capture and restore the global generators (torch
+CPU and CUDA, python ``random``, numpy) for checkpoints.
 
 Python's ``random`` and numpy are not reseeded per step (a step rarely uses them
 and reseeding costs time); use ``step_generator(state)`` or seed them from
@@ -13,16 +20,34 @@ and reseeding costs time); use ``step_generator(state)`` or seed them from
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import random
 import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from ._warn import user_stacklevel
 
-__all__ = ["mix_seed", "seed_everything", "seed_step", "set_deterministic", "worker_init_fn"]
+__all__ = [
+    "RANDOMNESS",
+    "ambient_epoch",
+    "check_randomness",
+    "enter_step",
+    "leave_step",
+    "mix_seed",
+    "rng_states",
+    "seed_everything",
+    "seed_step",
+    "set_deterministic",
+    "set_rng_states",
+    "worker_init_fn",
+]
+
+RANDOMNESS = ("step", "ambient")
 
 _MASK64 = (1 << 64) - 1
 
@@ -78,6 +103,104 @@ def seed_step(seed: int, micro_step: int, rank: int, cuda: bool) -> None:
     torch.default_generator.manual_seed(s)
     if cuda:
         torch.cuda.manual_seed(s)
+
+
+def enter_step(seed: int, micro_step: int, rank: int, cuda: bool) -> Any:
+    """Save the global torch generators' states, then seed them for one step."""
+    saved: Any = torch.default_generator.get_state()
+    if cuda:
+        saved = (saved, torch.cuda.get_rng_state())
+    seed_step(seed, micro_step, rank, cuda)
+    return saved
+
+
+def leave_step(saved: Any) -> None:
+    """Put back the states :func:`enter_step` saved."""
+    if isinstance(saved, tuple):
+        torch.default_generator.set_state(saved[0])
+        torch.cuda.set_rng_state(saved[1])
+    else:
+        torch.default_generator.set_state(saved)
+
+
+def check_randomness(_: Any, __: Any, value: Any) -> None:
+    """Validate a ``randomness`` setting."""
+    if value not in RANDOMNESS:
+        raise ValueError(f"randomness must be 'step' or 'ambient', got {value!r}")
+
+
+def rng_states() -> dict[str, Any]:
+    """The global generators' states: torch CPU, CUDA (if initialised), python, numpy.
+
+    Plain containers and tensors only, so a ``weights_only`` load reads them back.
+    """
+    np_state = np.random.get_state(legacy=False)
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: Mapping[str, Any] | None) -> None:
+    """Restore what :func:`rng_states` captured (missing parts are left alone)."""
+    if not states:
+        return
+    if "torch" in states:
+        torch.set_rng_state(states["torch"].cpu())
+    if "python" in states:
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in states:
+        np_state = states["numpy"]
+        np.random.set_state(
+            (
+                "MT19937",
+                np_state["key"].cpu().numpy().astype(np.uint32),
+                int(np_state["pos"]),
+                int(np_state["has_gauss"]),
+                float(np_state["gauss"]),
+            )
+        )
+    if "cuda" in states and torch.cuda.is_available():
+        cuda = [s.cpu() for s in states["cuda"]]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+class _SkipFirst:
+    """An iterable without its first ``skip`` batches (consumed); ``len`` is the full one."""
+
+    def __init__(self, data: Iterable[Any], skip: int) -> None:
+        self.data, self.skip = data, skip
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.data), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.data)  # type: ignore[arg-type]
+
+
+def ambient_epoch(data: Iterable[Any], epoch: int, skip: int) -> Iterable[Any]:
+    """A user's training data as a hand loop iterates it (``randomness="ambient"``).
+
+    A ``DataLoader`` keeps its own sampler and shuffling, which draw from the global
+    generator as they do in a hand loop; samplers with ``set_epoch`` get the epoch. A
+    mid-epoch resume loads and discards the batches already consumed.
+    """
+    for obj in (getattr(data, "sampler", None), getattr(data, "batch_sampler", None)):
+        set_epoch = getattr(obj, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+    return data if skip == 0 else _SkipFirst(data, skip)
 
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:

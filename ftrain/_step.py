@@ -27,10 +27,15 @@ import torch
 from torch import nn
 
 from ._precision import Precision, cast_floats, parse_precision
-from ._seed import seed_step
-from ._state import SchedulerConfig, TrainState, advance
+from ._seed import check_randomness, enter_step, leave_step
+from ._state import TrainState, advance
+from ._transforms import GradientTransform, named_trainable
+from ._transforms import clip_grad_norm as _clip_grad_norm
+from ._transforms import clip_grad_value as _clip_grad_value
+from ._transforms import skip_nonfinite as _skip_nonfinite
+from ._update import step_schedulers, update_phase
 
-__all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "custom_step", "eval_step", "train_step"]
+__all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "eval_step", "train_step"]
 
 Metrics = dict[str, Any]
 Step = Callable[[TrainState, Any], tuple[TrainState, Metrics]]
@@ -63,15 +68,6 @@ def _number(name: str, value: Any, *, positive: bool = True) -> float:
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return float(value)
-
-
-@attrs.frozen(slots=True)
-class Clip:
-    """A gradient-clipping setting: ``algorithm`` "norm" or "value"."""
-
-    algorithm: str
-    value: float
-    norm_type: float = 2.0
 
 
 def _split_output(out: Any) -> tuple[torch.Tensor, Metrics]:
@@ -131,14 +127,14 @@ _UNSET = object()
 
 
 class _Cache:
-    """Derived, rebuildable values (never run state): the optimizer's parameter list."""
+    """Derived, rebuildable values (never run state): the optimizers' parameters."""
 
-    __slots__ = ("device_type", "groups", "optimizer", "optimizers", "params")
+    __slots__ = ("device_type", "groups", "named", "optimizer", "optimizers")
 
     def __init__(self) -> None:
         # A sentinel, not None: a state without optimizer must reach _setup's check.
         self.optimizer: Any = _UNSET
-        self.params: list[torch.Tensor] = []
+        self.named: list[Any] = []
         self.optimizers: list[torch.optim.Optimizer] = []
         self.groups = 0
         self.device_type = "cpu"
@@ -155,9 +151,15 @@ class _Cache:
     def refresh(self, state: TrainState) -> None:
         self.optimizer = state.optimizer
         self.optimizers = state.optimizers
-        self.params = [p for opt in self.optimizers for g in opt.param_groups for p in g["params"]]
+        # model.parameters() order, whatever the groups' order: what a hand loop clips.
+        self.named = named_trainable(state.models, self.optimizers)
         self.groups = sum(len(opt.param_groups) for opt in state.optimizers)
         self.device_type = _device_type(state.model)
+
+
+def _check_loss_name(_: Any, __: Any, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"train_step: loss_name must be a non-empty str or None, got {value!r}")
 
 
 @attrs.frozen(slots=True, repr=False)
@@ -165,15 +167,17 @@ class TrainStep:
     """A training step built from a loss function and settings; call it as a step.
 
     Build it with :func:`train_step` and change it with combinators; every
-    combinator returns a new ``TrainStep``.
+    combinator returns a new ``TrainStep``. ``transforms`` are its gradient and
+    after-update transforms, in the order they run.
     """
 
     loss_fn: Callable[..., Any]
     accumulate: Any = None
-    clip: Clip | None = None
+    transforms: tuple[GradientTransform, ...] = ()
     precision: Precision = attrs.field(factory=lambda: parse_precision("32-true"))
-    skip_nonfinite: bool = False
     compile_kwargs: Mapping[str, Any] | None = None
+    loss_name: str | None = attrs.field(default="loss", validator=_check_loss_name)
+    randomness: str = attrs.field(default="step", validator=check_randomness)
     _compiled: Any = attrs.field(default=None, alias="compiled")
     _cache: _Cache = attrs.field(factory=_Cache, eq=False, alias="cache")
 
@@ -185,6 +189,18 @@ class TrainStep:
             changes["compiled"] = torch.compile(fn, **kwargs) if kwargs is not None else None
         changes.setdefault("cache", _Cache())
         return attrs.evolve(self, **changes)
+
+    def with_transform(self, transform: GradientTransform) -> TrainStep:
+        """A copy with ``transform`` appended to its slot.
+
+        Raises:
+            ValueError: the step already holds a transform of that name (or group).
+        """
+        for held in self.transforms:
+            why = held.conflict(transform)
+            if why is not None:
+                raise ValueError(why)
+        return self.with_(transforms=(*self.transforms, transform))
 
     def n_for_epoch(self, epoch: int) -> int:
         """Micro-batches per optimizer step in ``epoch``."""
@@ -204,13 +220,14 @@ class TrainStep:
         if self.accumulate is not None:
             acc = self.accumulate if isinstance(self.accumulate, int) else dict(self.accumulate)
             parts.append(f"accumulate={acc!r}")
-        if self.clip is not None:
-            kind = "clip_norm" if self.clip.algorithm == "norm" else "clip_value"
-            parts.append(f"{kind}={self.clip.value!r}")
+        for t in self.transforms:
+            parts.append(_KEYWORD_REPR.get(t.name, repr)(t))
         if self.precision.name != "32-true":
             parts.append(f"precision={self.precision.name!r}")
-        if self.skip_nonfinite:
-            parts.append("skip_nonfinite=True")
+        if self.loss_name != "loss":
+            parts.append(f"loss_name={self.loss_name!r}")
+        if self.randomness != "step":
+            parts.append(f"randomness={self.randomness!r}")
         if self.compile_kwargs is not None:
             parts.append("compiled=True")
         return f"train_step({', '.join(parts)})"
@@ -219,6 +236,15 @@ class TrainStep:
         cache = self._cache
         if cache.stale(state):
             self._setup(state)
+        if self.randomness == "ambient":
+            return self._run(state, batch, cache)
+        saved = enter_step(state.seed, state.micro_step, state.rank, cache.device_type == "cuda")
+        try:
+            return self._run(state, batch, cache)
+        finally:
+            leave_step(saved)
+
+    def _run(self, state: TrainState, batch: Any, cache: _Cache) -> tuple[TrainState, Metrics]:
         model = state.model
         precision = self.precision
         scaler = state.scaler
@@ -233,7 +259,6 @@ class TrainStep:
         length = state.epoch_length
         boundary = window_pos == n - 1 or (length is not None and batch_idx + 1 >= length)
 
-        seed_step(state.seed, state.micro_step, state.rank, cache.device_type == "cuda")
         loss_fn = self._compiled if self._compiled is not None else self.loss_fn
         no_sync = not boundary and _is_ddp(model)
         if not no_sync and precision.autocast_dtype is None:
@@ -247,7 +272,9 @@ class TrainStep:
                 _backward(loss, n, scaler)
         if metrics:
             _detach_metrics(metrics)
-        metrics["loss"] = loss.detach()
+        name = self.loss_name
+        if name is not None and name not in metrics:
+            metrics[name] = loss.detach()
 
         if not boundary:
             new = advance(
@@ -255,7 +282,15 @@ class TrainStep:
             )
             return new, metrics
 
-        extras = self._update(state, scaler, n, window_pos + 1, metrics)
+        if window_pos + 1 < n:
+            # A short window (epoch end) divided its losses by n: make it an exact mean.
+            grads = [p.grad for _, p in cache.named if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, n / (window_pos + 1))
+        extras = update_phase(
+            state, self.transforms, cache.named, cache.optimizers, scaler, metrics
+        )
+        step_schedulers(state, batch_idx + 1)
         new = advance(state, state.step + 1, state.micro_step + 1, batch_idx + 1, scaler, extras)
         return new, metrics
 
@@ -268,62 +303,17 @@ class TrainStep:
         if self.precision.param_dtype is not None:
             _cast_model(state.model, self.precision.param_dtype)
 
-    def _update(self, state: TrainState, scaler: Any, n: int, seen: int, metrics: Metrics) -> Any:
-        params = self._cache.params
-        optimizers = self._cache.optimizers
-        extras = state.extras
-        if seen < n:
-            # A short window (epoch end) divided its losses by n: make it an exact mean.
-            grads = [p.grad for p in params if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, n / seen)
-        if scaler is not None:
-            for opt in optimizers:
-                scaler.unscale_(opt)
-        clip = self.clip
-        norm = None
-        if clip is not None:
-            if clip.algorithm == "norm":
-                norm = torch.nn.utils.clip_grad_norm_(
-                    params, clip.value, norm_type=clip.norm_type, foreach=True
-                )
-                metrics["grad_norm"] = norm
-            else:
-                torch.nn.utils.clip_grad_value_(params, clip.value, foreach=True)
-        apply = True
-        if self.skip_nonfinite:
-            if norm is None:
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = (
-                    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                    if grads
-                    else None
-                )
-            # The one host decision of this combinator: whether to run optimizer.step().
-            apply = norm is None or bool(torch.isfinite(norm))
-            skipped = int(extras.get("skip_nonfinite", 0)) + (0 if apply else 1)
-            extras = {**extras, "skip_nonfinite": skipped}
-            metrics["skipped_steps"] = skipped
-        if apply:
-            if scaler is not None:
-                for opt in optimizers:
-                    scaler.step(opt)
-                scaler.update()
-            else:
-                for opt in optimizers:
-                    opt.step()
-        elif scaler is not None:
-            scaler.update()
-        sched = state.scheduler
-        if sched is not None:
-            # Lightning counts a step-interval frequency in batches of the epoch.
-            position = state.batch_idx + 1
-            for config in (sched,) if isinstance(sched, SchedulerConfig) else state.schedulers:
-                if config.interval == "step" and position % config.frequency == 0:
-                    config.scheduler.step()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        return extras
+
+def _clip_keyword(t: GradientTransform) -> str:
+    kind = "clip_norm" if t.name == "clip_grad_norm" else "clip_value"
+    return f"{kind}={repr(t)[len(t.name) + 1 : -1].split(', ')[0]}"
+
+
+_KEYWORD_REPR: dict[str, Callable[[GradientTransform], str]] = {
+    "clip_grad_norm": _clip_keyword,
+    "clip_grad_value": _clip_keyword,
+    "skip_nonfinite": lambda t: "skip_nonfinite=True",
+}
 
 
 def train_step(
@@ -335,13 +325,16 @@ def train_step(
     norm_type: float = 2.0,
     precision: str | int = "32-true",
     skip_nonfinite: bool = False,
+    loss_name: str | None = "loss",
+    randomness: str = "step",
 ) -> TrainStep:
     """Build a training step from ``loss_fn(model, batch)``.
 
     ``loss_fn`` returns a scalar loss tensor, ``(loss, {name: value})`` or a dict
     with a ``"loss"`` key. The keyword settings build exactly the pipeline the
     combinators build (``train_step(f, accumulate=4)`` equals
-    ``accumulate(4)(train_step(f))``).
+    ``accumulate(4)(train_step(f))``); the gradient transforms run in the order
+    clip, skip_nonfinite.
 
     Args:
         loss_fn: the forward computation.
@@ -351,6 +344,12 @@ def train_step(
         norm_type: the norm for ``clip_norm``.
         precision: see :func:`ftrain.precision`.
         skip_nonfinite: skip updates whose gradients hold NaN/Inf.
+        loss_name: the metric the loss is reported as (unless ``loss_fn`` returns one
+            of that name itself, e.g. ``ft.log(loss, on_epoch=True)``); None: none.
+        randomness: ``"step"``: each step draws from a generator seeded from (seed,
+            micro_step, rank), and the global streams outside the step are left as
+            they were; ``"ambient"``: the step draws from the global generator as a
+            hand-written loop does.
 
     Returns:
         A ``TrainStep``: call it as ``state, metrics = step(state, batch)``.
@@ -371,19 +370,24 @@ def train_step(
         raise TypeError(f"train_step: loss_fn must be callable, got {type(loss_fn).__name__}")
     if clip_norm is not None and clip_value is not None:
         raise ValueError("train_step: give clip_norm or clip_value, not both")
-    clip = None
+    transforms: list[GradientTransform] = []
     if clip_norm is not None:
-        clip = Clip("norm", _number("clip_norm", clip_norm), _number("norm_type", norm_type))
+        p = _number("norm_type", norm_type)
+        transforms.append(_clip_grad_norm(_number("clip_norm", clip_norm), p))
     elif clip_value is not None:
-        clip = Clip("value", _number("clip_value", clip_value))
+        transforms.append(_clip_grad_value(_number("clip_value", clip_value)))
     if not isinstance(skip_nonfinite, bool):
         raise TypeError(f"train_step: skip_nonfinite must be a bool, got {skip_nonfinite!r}")
+    if skip_nonfinite:
+        transforms.append(_skip_nonfinite())
+    check_randomness(None, None, randomness)
     return TrainStep(
         loss_fn,
         accumulate=_check_accumulate(accumulate),
-        clip=clip,
+        transforms=tuple(transforms),
         precision=parse_precision(precision),
-        skip_nonfinite=skip_nonfinite,
+        loss_name=loss_name,
+        randomness=randomness,
     )
 
 
@@ -463,40 +467,3 @@ def eval_step(fn: Callable[..., Any], *, precision: str | int = "32-true") -> Ev
     if not callable(fn):
         raise TypeError(f"eval_step: fn must be callable, got {type(fn).__name__}")
     return EvalStep(fn, precision=parse_precision(precision))
-
-
-def custom_step(fn: Callable[[TrainState, Any], tuple[TrainState, Metrics]]) -> Step:
-    """Turn a hand-written ``fn(state, batch) -> (state, metrics)`` into a loop step.
-
-    The wrapper seeds torch's generators from (seed, micro_step, rank) and advances
-    the counters: ``micro_step`` and ``batch_idx`` by one, and ``step`` by one unless
-    ``fn`` changed it itself. ``fn`` only updates models and optimizers, e.g. the two
-    optimizers of a GAN.
-
-    Args:
-        fn: the step body.
-
-    Returns:
-        A step the loop can drive.
-    """
-    if not callable(fn):
-        raise TypeError(f"custom_step: fn must be callable, got {type(fn).__name__}")
-
-    def step(state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
-        seed_step(state.seed, state.micro_step, state.rank, _device_type(state.model) == "cuda")
-        new, metrics = fn(state, batch)
-        if not isinstance(new, TrainState):
-            raise TypeError(
-                f"custom_step: {getattr(fn, '__name__', 'fn')} must return (state, metrics), "
-                f"got {type(new).__name__} as the state"
-            )
-        return new.replace(
-            step=new.step if new.step != state.step else state.step + 1,
-            micro_step=state.micro_step + 1,
-            batch_idx=state.batch_idx + 1,
-        ), _detach_metrics(dict(metrics))
-
-    step.__name__ = getattr(fn, "__name__", "custom_step")
-    step.__doc__ = fn.__doc__
-    step.__wrapped__ = fn  # type: ignore[attr-defined]
-    return step

@@ -328,7 +328,8 @@ _COMBINATORS = [
 
 def test_keyword_form_equals_every_composition_order() -> None:
     """train_step(f, accumulate=4, clip_norm=0.5, precision="bf16-mixed", skip_nonfinite=True)
-    gives bit-identical params to the combinators piped in any of the 24 orders.
+    gives bit-identical params to the combinators piped in any of the 24 orders; the
+    steps are equal values when the two gradient transforms come in the keyword order.
     """
     batches = tiny_batches(8)
     keyword = ft.train_step(
@@ -342,7 +343,8 @@ def test_keyword_form_equals_every_composition_order() -> None:
     assert reference.step == 2
     for order in itertools.permutations(_COMBINATORS):
         step = toolz.pipe(ft.train_step(classification_loss), *order)
-        assert step == keyword, order
+        clip_first = order.index(_COMBINATORS[0]) < order.index(_COMBINATORS[3])
+        assert (step == keyword) == clip_first, order
         state, history = _run(step, tiny_state("adam"), batches)
         assert _same(state.model, reference.model), order
         assert torch.equal(history[-1]["grad_norm"], ref_history[-1]["grad_norm"]), order
