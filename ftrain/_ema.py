@@ -69,6 +69,8 @@ def ema(decay: float = 0.999, *, name: str = "ema") -> GradientTransform:
 
 def _averages(state: TrainState, name: str) -> dict[str, torch.Tensor]:
     avg = state.extras.get(name)
+    if avg is None and state.step == 0:
+        return {}  # before the first update the average is the weights themselves
     if not isinstance(avg, dict):
         raise KeyError(
             f"ema_weights: state.extras has no averages under {name!r}; the step needs "
@@ -89,7 +91,8 @@ def ema_weights(state: TrainState, name: str = "ema") -> Iterator[TrainState]:
         The state, whose model holds the averages inside the block.
 
     Raises:
-        KeyError: no averages under ``name``.
+        KeyError: no averages under ``name`` after the first update (before it, the
+            averages are the weights and nothing is swapped).
 
     Example:
         >>> import torch, ftrain as ft
