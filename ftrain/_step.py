@@ -3,17 +3,19 @@
 ``train_step(loss_fn)`` builds a ``TrainStep``: a small frozen value whose call runs
 one loader batch in the nanoGPT order of a hand-written loop:
 
-1. seed torch's generators from (seed, micro_step, rank);
+1. seed torch's generators from (seed, micro_step, rank), and put the global
+   generators back after the step (``randomness="ambient"``: neither);
 2. forward under the precision's autocast, ``loss / n`` when accumulating, backward
    (inside ``no_sync`` on accumulating batches of a DDP model);
-3. on the window's last batch only: rescale a short window, unscale, clip (reporting
-   ``grad_norm``), check finiteness when asked, ``optimizer.step()`` (through the
-   GradScaler for ``16-mixed``), step-interval schedulers, ``zero_grad(set_to_none=True)``.
+3. on the window's last batch only: rescale a short window, then the update phase of
+   ``_update.py``: unscale, the gradient transforms in order (clip, skip_nonfinite,
+   a user's), ``optimizer.step()``, the after-update transforms, ``zero_grad``; then
+   step-interval schedulers.
 
-Combinators (``accumulate``, ``clip_grad_norm``, ``precision``, ...) return a new
-``TrainStep`` with one setting changed, so they compose in any order and the phases
-always run in the order above. Metrics are detached tensors: a step never syncs the
-device except where ``skip_nonfinite`` or the GradScaler must decide on the host.
+``accumulate``, ``precision`` and ``compile`` return a new ``TrainStep`` with one
+setting changed; transforms are appended to its ``transforms`` in the order written.
+Metrics are detached tensors: a step never syncs the device except where a transform
+(``skip_nonfinite``) or the GradScaler must decide on the host.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ small value in optax's shape:
   where ``params`` maps names to the parameters just updated.
 
 A transform is also a combinator: ``toolz.pipe(train_step(f), t1, t2)`` runs t1 then t2.
-``clip_grad_norm``, ``clip_grad_value`` and ``skip_nonfinite`` are transforms like any
-other (``ftrain/_clip.py``-style built-ins written from this public protocol).
+``clip_grad_norm``, ``clip_grad_value`` and ``skip_nonfinite`` below are transforms like
+any other, written with nothing but this public protocol.
 """
 
 from __future__ import annotations
