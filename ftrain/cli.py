@@ -26,18 +26,22 @@ import datetime
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from ._cli_commands import COMMANDS, command_of, config_text, run_command
 from ._config import FitConfig, flag_name_error
 
 __all__ = [
+    "COMMANDS",
     "add_args",
     "add_fit_args",
     "config_from_args",
     "dump_config",
+    "main",
     "parse_config",
     "parse_value",
     "to_argv",
@@ -413,3 +417,60 @@ def dump_config(config: FitConfig, path: str | os.PathLike[str]) -> None:
     serial: Mapping[str, Any] = {k: _text_value(v) for k, v in changed.items()}
     with open(path, "w") as f:
         json.dump(dict(serial), f, indent=2, default=str)
+
+
+def main(
+    build: Callable[[Any, FitConfig], Mapping[str, Any]],
+    argv: Sequence[str] | None = None,
+    *,
+    args: type | None = None,
+    prog: str | None = None,
+) -> Any:
+    """LightningCLI's subcommands: ``fit``, ``validate``, ``test``, ``predict``.
+
+    ``python train.py fit --max_epochs 3 --lr 0.01``: the fit options and the script's
+    own arguments are parsed (``--config FILE`` too), ``build(own, config)`` returns
+    the parts, and the verb runs. ``--print_config`` prints the resolved options as a
+    config file and exits; ``fit`` writes the same text to ``config.yaml`` in the run's
+    log folder, so ``fit --config <that file>`` repeats the run. ``--ckpt_path`` is the
+    verb's ``ckpt_path``.
+
+    Args:
+        build: ``(own arguments, config) -> parts``: ``state``; for fit ``train_step``,
+            ``train_data`` and optionally ``val_step``, ``val_data``, ``checkpoint``,
+            ``callbacks``, ``logger``, ``hparams``; for validate ``val_step``,
+            ``val_data``; for test ``test_step``, ``test_data``; for predict
+            ``predict_fn``, ``predict_data``.
+        argv: the arguments, subcommand first (default: ``sys.argv[1:]``).
+        args: an attrs class of the script's own arguments (see ``add_args``).
+        prog: the program name in messages.
+
+    Returns:
+        What the verb returns: a ``FitResult``, a metrics dict, or the predictions.
+
+    Raises:
+        SystemExit: no or an unknown subcommand or a bad option (status 2, with a
+            suggestion), or ``--print_config`` (status 0).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or os.path.basename(sys.argv[0] or "train.py")
+    command = command_of(argv, prog)
+    parser = argparse.ArgumentParser(prog=f"{prog} {command}")
+    parser.add_argument("--print_config", action="store_true", help="print the options and exit")
+    parser.add_argument("--ckpt_path", default=None, help='a checkpoint file, "last" or "best"')
+    config, own = parse_config(argv[1:], parser=parser, args=args)
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--print_config", action="store_true")
+    early.add_argument("--ckpt_path", default=None)
+    extra = early.parse_known_args(argv[1:])[0]
+    names = [f.name for f in attrs.fields(args)] if args is not None else []
+    changed = {
+        f.name: _text_value(getattr(config, f.name))
+        for f in _fit_fields()
+        if not _is_default(getattr(config, f.name), f.default)
+    }
+    text = config_text(changed, {n: _text_value(getattr(own, n)) for n in names})
+    if extra.print_config:
+        print(text, end="")
+        raise SystemExit(0)
+    return run_command(command, build(own, config), config, text, extra.ckpt_path)
