@@ -318,6 +318,15 @@ def _check_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             f"{attribute.name} must be a path (str or os.PathLike) or None, "
             f"got {type(value).__name__} {value!r}"
         )
+    if isinstance(value, str) and _URL.match(value):
+        raise ValueError(
+            f"{attribute.name}={value!r}: URL paths (s3://, gs://, memory://, ...) are not "
+            "supported; logs and checkpoints are written with the local file API. Use a "
+            "local folder (a bucket mounted as a folder works)"
+        )
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _flag(

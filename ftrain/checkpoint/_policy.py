@@ -61,6 +61,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -637,7 +638,13 @@ Part = TopK | Last
 
 
 def _dirpath(value: str | os.PathLike[str] | None) -> str | None:
-    return None if value is None else os.fspath(value)
+    path = None if value is None else os.fspath(value)
+    if isinstance(path, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
+        raise ValueError(
+            f"dirpath={path!r}: URL paths (s3://, gs://, memory://, ...) are not supported; "
+            "checkpoints are written with the local file API. Use a local folder"
+        )
+    return path
 
 
 def _as_parts(parts: Iterable[Part]) -> tuple[Part, ...]:
