@@ -56,6 +56,7 @@ from ._state import TrainState
 from ._stateful import LoaderPosition
 from ._step import EvalStep, _number
 from ._summary import model_summary
+from ._timer import Timer
 from ._warn import user_stacklevel
 
 __all__ = ["FitResult", "fit"]
@@ -77,7 +78,8 @@ class FitResult:
         interrupted: the run was stopped by SIGINT or SIGTERM and ended cleanly
             (a resumable checkpoint was written when checkpointing is on).
         stop_reason: why training ended: "max_epochs", "max_steps", "max_time",
-            "early_stopping" (an ``EarlyStopping`` callback), "callback" (another
+            "early_stopping" (an ``EarlyStopping`` callback; a ``Timer`` counts as
+            "max_time"), "callback" (another
             callback's stop request), "interrupted" (SIGINT/SIGTERM) or "no_data"
             (an epoch without batches).
         log_dir: the first logger's version directory, if any.
@@ -226,7 +228,11 @@ class _Run:
                 stop = True
                 if self.stop_cause is None:
                     self.stop_cause = (
-                        "early_stopping" if isinstance(cb, EarlyStopping) else "callback"
+                        "early_stopping"
+                        if isinstance(cb, EarlyStopping)
+                        else "max_time"
+                        if isinstance(cb, Timer)
+                        else "callback"
                     )
         return stop
 

@@ -397,6 +397,10 @@ def test_stop_reason(tmp_path: Path) -> None:
     assert held.stop_reason == "max_epochs" and held.state.epoch == 3
     assert _stop_reason(tmp_path, max_epochs=9, callbacks=[StopAtThird()]).stop_reason == "callback"
     assert _stop_reason(tmp_path, max_epochs=2, limit_train_batches=0).stop_reason == "no_data"
+    clock = iter(float(i) for i in range(1000))
+    timer = ft.Timer({"seconds": 3}, clock=lambda: next(clock), verbose=False)
+    timed = _stop_reason(tmp_path, max_epochs=9, callbacks=[timer])
+    assert timed.stop_reason == "max_time" and timed.state.epoch < 9
 
 
 def test_early_stopping_missing_monitor(tmp_path: Path) -> None:
