@@ -79,10 +79,14 @@ class Callback:
         on_train_end(state), on_fit_end(state, result), on_exception(state, exception).
         on_log(state): at each step log point; the ``{name: float}`` it returns is logged
         with the step metrics (``ThroughputMonitor`` uses it).
+        resolve(config): once before ``fit`` trains, with the run's ``FitConfig``, to
+        settle defaults that depend on the flags (``EarlyStopping`` decides when it
+        checks).
     """
 
     def setup(self, stage: str, state: Any) -> Any: ...
     def teardown(self, stage: str, state: Any) -> Any: ...
+    def resolve(self, config: Any) -> Any: ...
 
     def on_fit_start(self, state: Any) -> Any: ...
     def on_train_start(self, state: Any) -> Any: ...
@@ -199,7 +203,10 @@ class EarlyStopping(Callback):
         mode: "min" or "max".
         strict: a missing monitor is an error (True) or a warning (False).
         check_on_train_epoch_end: decide at the training epoch's end instead of after
-            validation.
+            validation; None (default) resolves as Lightning does: at the epoch's end
+            when validation runs once per epoch at its end or not at all
+            (``val_check_interval`` 1.0 and ``check_val_every_n_epoch`` 1), else after
+            each validation. A metric that never appears is warned about at the end.
         stopping_threshold: stop once the metric is better than this.
         divergence_threshold: stop once the metric is worse than this.
         verbose: print each check's outcome (improved, or checks without improvement).
@@ -230,7 +237,7 @@ class EarlyStopping(Callback):
         patience: int = 3,
         mode: str = "min",
         strict: bool = True,
-        check_on_train_epoch_end: bool = False,
+        check_on_train_epoch_end: bool | None = None,
         stopping_threshold: float | None = None,
         divergence_threshold: float | None = None,
         verbose: bool = False,
@@ -253,6 +260,7 @@ class EarlyStopping(Callback):
         self.state = EarlyStoppingState()
         self.stopped_epoch = 0
         self.stop_message: str | None = None
+        self._seen = False  # a check ran this run (the metric was looked for)
 
     @property
     def best_score(self) -> float:
@@ -267,6 +275,7 @@ class EarlyStopping(Callback):
         return self.state.wait
 
     def _check(self, state: Any, metrics: Mapping[str, float]) -> bool:
+        self._seen = True  # a missing metric is reported here (error or warning)
         if self.monitor not in metrics:
             message = (
                 f"EarlyStopping: monitored metric {self.monitor!r} was not logged; "
@@ -322,11 +331,37 @@ class EarlyStopping(Callback):
             f"({self.state.wait}/{self.patience} checks)"
         )
 
+    def resolve(self, config: Any) -> None:
+        self._seen = False
+        if self.check_on_train_epoch_end is None:
+            # Lightning's rule: validation several times per epoch, or not every epoch,
+            # is checked after each validation; otherwise at the training epoch's end.
+            interval = getattr(config, "val_check_interval", None)
+            every_n = getattr(config, "check_val_every_n_epoch", 1)
+            self._on_epoch_end = interval in (None, 1.0) and every_n == 1
+        else:
+            self._on_epoch_end = bool(self.check_on_train_epoch_end)
+
+    def _at_epoch_end(self) -> bool:
+        resolved = getattr(self, "_on_epoch_end", None)
+        return bool(self.check_on_train_epoch_end) if resolved is None else resolved
+
     def on_validation_end(self, state: Any, metrics: Mapping[str, float]) -> bool:
-        return False if self.check_on_train_epoch_end else self._check(state, metrics)
+        return False if self._at_epoch_end() else self._check(state, metrics)
 
     def on_train_epoch_end(self, state: Any, metrics: Mapping[str, float]) -> bool:
-        return self._check(state, metrics) if self.check_on_train_epoch_end else False
+        return self._check(state, metrics) if self._at_epoch_end() else False
+
+    def on_train_end(self, state: Any) -> None:
+        if not self._seen and getattr(state, "rank", 0) == 0:
+            where = "training epoch's end" if self._at_epoch_end() else "validation's end"
+            warnings.warn(
+                f"EarlyStopping: it never checked {self.monitor!r}: the {where} never came "
+                "(no validation ran?); set check_on_train_epoch_end=True to check the "
+                "training metrics",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {

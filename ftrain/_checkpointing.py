@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._restore_check import check_restorable, class_names
 from ._seed import rng_states
 from ._state import TrainState
 from .checkpoint._io import FORMAT_VERSION, CheckpointError, atomic_save, safe_load
@@ -80,6 +81,10 @@ def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str,
     }
     if not weights_only:
         payload["optimizer"] = _each(state.optimizer, lambda o: o.state_dict())
+        payload["classes"] = {
+            "optimizer": class_names(state.optimizer),
+            "scheduler": class_names(state.scheduler),
+        }
         payload["scheduler"] = _each(state.scheduler, lambda s: s.state_dict())
         payload["scaler"] = None if state.scaler is None else state.scaler.state_dict()
         payload["extras"] = dict(state.extras)
@@ -93,68 +98,46 @@ def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str,
     return payload
 
 
-def _load_model(module: nn.Module, weights: Mapping[str, Any], path: str, name: str) -> None:
-    target = unwrap(module)
-    own = target.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: the checkpoint's {name} does not match this model: missing keys "
-            f"{missing[:10]}{'...' if len(missing) > 10 else ''}, unexpected keys "
-            f"{unexpected[:10]}{'...' if len(unexpected) > 10 else ''}"
-        )
-    for key, value in weights.items():
-        mine = own[key]
-        if (
-            isinstance(value, torch.Tensor)
-            and isinstance(mine, torch.Tensor)
-            and value.shape != mine.shape
-        ):
-            raise CheckpointError(
-                f"{path}: shape mismatch for {name} parameter {key!r}: checkpoint "
-                f"{tuple(value.shape)}, model {tuple(mine.shape)}"
-            )
-    target.load_state_dict(weights)
-
-
 def restore(
-    state: TrainState, checkpoint: Mapping[str, Any] | str | os.PathLike[str]
+    state: TrainState,
+    checkpoint: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    name: str | None = None,
 ) -> TrainState:
     """Load a checkpoint into a state's model, optimizer, scheduler and scaler.
 
-    Tensors are copied into the state's existing parameters and buffers (they keep
-    their device); counters, seed and extras come from the checkpoint.
+    Every part is checked against the state before anything is loaded, so on an
+    error the state is exactly as it was. Tensors are copied into the state's
+    existing parameters and buffers (they keep their device); counters, seed and
+    extras come from the checkpoint.
 
     Args:
         state: a state with the same architecture.
         checkpoint: a path, or a dict from :func:`load_checkpoint`.
+        name: how messages name a dict checkpoint (its file, usually).
 
     Returns:
         The restored state.
 
     Raises:
-        CheckpointError: a file that is not a checkpoint of this model (missing or
-            unexpected keys, shape mismatch), naming the file.
-        KeyError: a weights-only checkpoint where optimizer state is needed.
+        CheckpointError: the checkpoint does not fit the state (model keys or shapes,
+            optimizer class, parameter-group layout or state keys, scheduler class,
+            no optimizer state), naming the file and the part.
     """
-    path = str(checkpoint) if not isinstance(checkpoint, Mapping) else "<checkpoint>"
+    path = str(checkpoint) if not isinstance(checkpoint, Mapping) else (name or "<checkpoint>")
     payload = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(path)
     if payload.get("sharded") is not None:
         raise CheckpointError(
             f"{path}: a sharded (FSDP) checkpoint, its weights are in the folder "
             f"{payload['sharded']!r} beside it; resume it with fit(strategy='fsdp')"
         )
+    check_restorable(state, payload, path, unwrap)
     weights = payload["model"]
     if isinstance(state.model, nn.Module):
-        _load_model(state.model, weights, path, "model")
+        unwrap(state.model).load_state_dict(weights)
     else:
-        if set(weights) != set(state.model):
-            raise CheckpointError(
-                f"{path}: models {sorted(weights)} in the file, {sorted(state.model)} in the state"
-            )
         for key, module in state.model.items():
-            _load_model(module, weights[key], path, f"model {key!r}")
+            unwrap(module).load_state_dict(weights[key])
     counters = payload["counters"]
     changes: dict[str, Any] = {
         "step": int(counters["step"]),
@@ -167,9 +150,7 @@ def restore(
     if payload.get("weights_only"):
         return state.replace(**changes)
     if state.optimizer is not None:
-        opt_states = payload.get("optimizer")
-        if opt_states is None:
-            raise KeyError(f"{path}: the checkpoint holds no optimizer state")
+        opt_states = payload["optimizer"]
         if isinstance(state.optimizer, Mapping):
             for key, opt in state.optimizer.items():
                 opt.load_state_dict(opt_states[key])

@@ -125,7 +125,13 @@ def parse_max_time(value: Any) -> _dt.timedelta | None:
         unknown = sorted(set(value) - set(_TIME_KEYS))
         if unknown:
             raise ValueError(f"max_time: unknown keys {unknown}; accepted: {list(_TIME_KEYS)}")
-        delta = _dt.timedelta(**value)
+        for key, part in value.items():
+            if isinstance(part, bool) or not isinstance(part, (int, float)):
+                raise ValueError(f"max_time: {key!r} must be a number, got {part!r}")
+        try:
+            delta = _dt.timedelta(**value)
+        except OverflowError:
+            raise ValueError(f"max_time: {dict(value)!r} is too long a time") from None
     else:
         raise ValueError(
             f"max_time: expected 'DD:HH:MM:SS', a dict or a timedelta, got {type(value).__name__}"

@@ -179,7 +179,7 @@ class DistEnv:
         """Load a checkpoint's payload into the (wrapped) state."""
         from ._checkpointing import restore
 
-        return restore(state, payload)
+        return restore(state, payload, name=path)
 
     def teardown(self) -> None:
         return None

@@ -26,6 +26,7 @@ from ._config import FitConfig, flag_name_error
 from ._data import TensorLoader, batch_size_of, loader_length, move_to_device
 from ._devices import resolve_accelerator, resolve_devices
 from ._distributed import DistEnv, setup_distributed
+from ._errors import note_position
 from ._evaluate import eval_sources, floats, run_eval
 from ._hooks import batch_start, eval_batch_hooks
 from ._metrics import MetricCollector, to_float
@@ -708,6 +709,7 @@ def _fit(
 
     if hparams and dist.is_main:
         run.log_hparams({**hparams})
+    run.call("resolve", config=config)
     run.call("on_fit_start", state=state)
 
     interrupted = False
@@ -861,6 +863,7 @@ def _fit(
     start_batch = state.batch_idx
     if extra_loop.get("epoch_done"):
         epoch, start_batch = epoch + 1, 0
+    batch_idx = start_batch
 
     iterator: Any = None
     requeue_on = requeue_signals(config.slurm_auto_requeue, config.slurm_requeue_signal)
@@ -1196,6 +1199,7 @@ def _fit(
                 if epoch_stop:
                     break
         except BaseException as exc:
+            note_position(exc, epoch=epoch, batch_idx=batch_idx, step=state.step)
             run.claim.release()
             if isinstance(iterator, Prefetcher):
                 iterator.close()

@@ -21,6 +21,14 @@ __all__ = [
 ]
 
 
+_DATA_NAMES = {
+    "limit_train_batches": "training",
+    "limit_val_batches": "validation",
+    "limit_test_batches": "test",
+    "limit_predict_batches": "prediction",
+}
+
+
 def limit_batches(
     length: int | None, limit: int | float, flag: str = "limit_train_batches"
 ) -> int | None:
@@ -30,13 +38,16 @@ def limit_batches(
     ``1`` is one batch, ``1.0`` all of them. None means "all of an unsized stream".
 
     Raises:
-        ValueError: a fraction of an unsized stream, or a fraction so small that it
-            rounds to 0 batches.
+        ValueError: empty data, a fraction of an unsized stream, or a fraction so small
+            that it rounds to 0 batches.
 
     Example:
         >>> limit_batches(10, 0.25), limit_batches(10, 3), limit_batches(10, 1.0), limit_batches(None, 5)
         (2, 3, 10, 5)
     """
+    if length == 0 and limit != 0:
+        data = _DATA_NAMES.get(flag, flag)
+        raise ValueError(f"the {data} data is empty (it has 0 batches)")
     if isinstance(limit, float) and limit > 1.0:
         limit = int(limit)
     if isinstance(limit, int):

@@ -85,9 +85,24 @@ class SchedulerConfig:
 
 
 def as_scheduler_config(value: Any) -> SchedulerConfig:
-    """A bare scheduler gets Lightning's defaults: stepped once per epoch."""
+    """A bare scheduler gets Lightning's defaults: stepped once per epoch.
+
+    Raises:
+        TypeError: a list or tuple (several schedulers go in a mapping), or an object
+            without ``step`` and ``state_dict``.
+    """
     if isinstance(value, SchedulerConfig):
         return value
+    if isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"scheduler: got a {type(value).__name__} of {len(value)}; pass one scheduler, or "
+            "a mapping {name: scheduler} for several"
+        )
+    if not (hasattr(value, "step") and hasattr(value, "state_dict")):
+        raise TypeError(
+            f"scheduler: expected an LR scheduler (with step and state_dict), got "
+            f"{type(value).__name__}"
+        )
     return SchedulerConfig(value)
 
 
