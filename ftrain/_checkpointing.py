@@ -25,7 +25,14 @@ from ._seed import rng_states
 from ._state import TrainState
 from .checkpoint._io import FORMAT_VERSION, CheckpointError, atomic_save, safe_load
 
-__all__ = ["load_checkpoint", "restore", "save_checkpoint", "state_payload", "unwrap"]
+__all__ = [
+    "load_checkpoint",
+    "partial_grads",
+    "restore",
+    "save_checkpoint",
+    "state_payload",
+    "unwrap",
+]
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -90,12 +97,19 @@ def state_payload(state: TrainState, *, weights_only: bool = False) -> dict[str,
         payload["extras"] = dict(state.extras)
         # The global generators, for data code outside the step that draws from them.
         payload["rng"] = rng_states()
-        # Inside an accumulation window (an interrupt, a mid-window validation) the
-        # gradients summed so far are part of the state; between windows there are none.
-        grads = _each(state.model, _grads)
-        if any(grads.values()) if isinstance(state.model, Mapping) else bool(grads):
+        grads = partial_grads(state)
+        if grads is not None:
             payload["grads"] = grads
     return payload
+
+
+def partial_grads(state: TrainState) -> Any:
+    """The gradients summed so far inside an accumulation window, or None between windows.
+
+    Inside a window (an interrupt, a mid-window validation) they are part of the state.
+    """
+    grads = _each(state.model, _grads)
+    return grads if (any(grads.values()) if isinstance(state.model, Mapping) else grads) else None
 
 
 def restore(

@@ -72,6 +72,7 @@ from typing import Any
 import torch
 
 from ._config import FitConfig, split_strategy
+from ._rank_state import gather_partial_grads, own_partial_grads
 from ._slurm import export_launch_env
 from ._state import TrainState
 from ._warn import user_stacklevel
@@ -137,6 +138,15 @@ class DistEnv:
     def share_actions(self, actions: list[Any]) -> list[Any]:
         """The checkpoint actions to carry out (FSDP: rank 0's, since every rank writes)."""
         return actions
+
+    def with_rank_state(
+        self, state: TrainState, extra: Callable[[], dict[str, Any]]
+    ) -> Callable[[], dict[str, Any]]:
+        """``extra`` plus what differs per rank (DDP: partial gradients inside a window).
+
+        Called on every rank at the same checkpoint events (never per step).
+        """
+        return extra
 
     def save_checkpoint(
         self,
@@ -366,6 +376,21 @@ class _Group(DistEnv):
 
     # checkpoints ----------------------------------------------------------------------
 
+    def with_rank_state(
+        self, state: TrainState, extra: Callable[[], dict[str, Any]]
+    ) -> Callable[[], dict[str, Any]]:
+        if self.sharded:
+            return extra  # the sharded writer saves each rank's own state
+        per_rank = gather_partial_grads(state, self._gather)
+        if per_rank is None:
+            return extra
+        return lambda: {**extra(), "grads_per_rank": per_rank}
+
+    def _gather(self, obj: Any) -> list[Any] | None:
+        box: list[Any] | None = [None] * self.world_size if self.is_main else None
+        _dist().gather_object(obj, box, dst=0, group=self._ctl)
+        return box
+
     def share_actions(self, actions: list[Any]) -> list[Any]:
         if not self.sharded:
             return actions
@@ -400,6 +425,7 @@ class _Group(DistEnv):
             from ._fsdp import load_sharded
 
             return load_sharded(state, payload, path, self)
+        payload = own_partial_grads(payload, self.rank, self.world_size)
         return super().restore(state, payload, path)
 
     def teardown(self) -> None:

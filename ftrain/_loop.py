@@ -351,6 +351,8 @@ class _Run:
                 }
             ),
         )
+        if stage != "train_step":  # every rank is here (no per-rank fast path)
+            extra = self.dist.with_rank_state(state, extra)
         for i, policy in enumerate(self.policies):
             while True:
                 before = self.policy_states[i]

@@ -6,7 +6,8 @@ one loader batch in the nanoGPT order of a hand-written loop:
 1. seed torch's generators from (seed, micro_step, rank), and put the global
    generators back after the step (``randomness="ambient"``: neither);
 2. forward under the precision's autocast, ``loss / n`` when accumulating, backward
-   (inside ``no_sync`` on accumulating batches of a DDP model);
+   (inside ``no_sync`` on accumulating batches of a DDP model; an FSDP2 model has its
+   gradient sync switched off for them with ``set_requires_gradient_sync``);
 3. on the window's last batch only: rescale a short window, then the update phase of
    ``_update.py``: unscale, the gradient transforms in order (clip, skip_nonfinite,
    a user's), ``optimizer.step()``, the after-update transforms, ``zero_grad``; then
@@ -131,7 +132,7 @@ _UNSET = object()
 class _Cache:
     """Derived, rebuildable values (never run state): the optimizers' parameters."""
 
-    __slots__ = ("device_type", "groups", "named", "optimizer", "optimizers")
+    __slots__ = ("device_type", "groups", "named", "optimizer", "optimizers", "sharded")
 
     def __init__(self) -> None:
         # A sentinel, not None: a state without optimizer must reach _setup's check.
@@ -140,6 +141,7 @@ class _Cache:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.groups = 0
         self.device_type = "cpu"
+        self.sharded = False  # an FSDP2 model: gradient sync is switched per batch
 
     def stale(self, state: TrainState) -> bool:
         """Another optimizer, or param groups added since (``add_param_group`` when unfreezing)."""
@@ -157,6 +159,7 @@ class _Cache:
         self.named = named_trainable(state.models, self.optimizers)
         self.groups = sum(len(opt.param_groups) for opt in state.optimizers)
         self.device_type = _device_type(state.model)
+        self.sharded = hasattr(state.model, "set_requires_gradient_sync")
 
 
 def _check_loss_name(_: Any, __: Any, value: Any) -> None:
@@ -263,6 +266,9 @@ class TrainStep:
 
         loss_fn = self._compiled if self._compiled is not None else self.loss_fn
         no_sync = not boundary and _is_ddp(model)
+        if cache.sharded and n > 1:
+            # FSDP2: reduce-scatter the gradients on a window's last batch only.
+            model.set_requires_gradient_sync(boundary)
         if not no_sync and precision.autocast_dtype is None:
             # The common case needs no context manager: enter none (they cost per step).
             loss, metrics = _split_output(loss_fn(model, batch))

@@ -154,6 +154,25 @@ def test_resume_after_both_ranks_are_killed(tmp_path: Path, baseline: Any) -> No
     assert_params(second["params"], baseline)
 
 
+def test_kill_inside_an_accumulation_window_resumes_exactly(tmp_path: Path) -> None:
+    """2 ranks, accumulate 4, a validation and a checkpoint every 3 batches (so a checkpoint
+    falls inside a window, after batch 6 at step 1, where each rank holds its own
+    unreduced gradients); every rank is SIGKILLed after batch 7, inside that window. The
+    resume from the mid-window checkpoint ends bit-identical to an uninterrupted run."""
+    args = ["--batch", "2", "--acc", "4", "--val", "--val_check_interval", "3", "--ckpt-val"]
+    args += ["--max_steps", "4"]
+    ok(job(args, tmp_path / "whole"))
+    want = outputs(tmp_path / "whole")[0]["params"]
+    root = tmp_path / "killed"
+    fail = ["--fail", "killall@micro", "--fail-at", "7", "--fail-rank", "0"]
+    assert job([*args, *fail], root).returncode != 0
+    resumed = job([*args, "--resume"], root)
+    ok(resumed)
+    assert "epoch 0, step 1)" in resumed.stdout  # it resumed from inside the second window
+    for out in outputs(root):
+        assert_params(out["params"], want, rtol=0, atol=0)
+
+
 def test_elastic_restart_resumes_by_itself(tmp_path: Path, baseline: Any) -> None:
     """Under torchrun --max-restarts 1 a worker dies once; the new group resumes."""
     launcher = [
@@ -300,6 +319,26 @@ def test_fsdp_sharded_checkpoints_round_trip(tmp_path: Path, baseline: Any) -> N
     assert "model" not in payload and (folder / payload["sharded"]).is_dir()
     with pytest.raises(ft.checkpoint.CheckpointError, match="sharded"):
         ft.restore(train.build("sgd", 4, 1, None)["state"], payload)
+
+
+def test_fsdp_skips_gradient_sync_on_accumulating_batches(tmp_path: Path) -> None:
+    """FSDP2 with accumulate 2 reduce-scatters gradients on each window's last batch only
+    (counted per batch: none on accumulating batches), and ends equal to DDP with
+    accumulate 2 within float tolerance."""
+    ok(
+        job(
+            ["--strategy", "fsdp", "--acc", "2", "--max_steps", "4", "--count-reduce-scatter"],
+            tmp_path / "f",
+        )
+    )
+    ok(job(["--acc", "2", "--max_steps", "4"], tmp_path / "d"))
+    fsdp, ddp = outputs(tmp_path / "f")[0], outputs(tmp_path / "d")[0]
+    counts = fsdp["reduce_scatters"]
+    per_batch = [b - a for a, b in zip([0, *counts], counts, strict=False)]
+    assert len(per_batch) == 8, per_batch
+    assert per_batch[0::2] == [0, 0, 0, 0], per_batch
+    assert all(c > 0 for c in per_batch[1::2]), per_batch
+    assert_params(fsdp["params"], ddp["params"])
 
 
 def test_ddp_spawn_returns_rank_zero_state(tmp_path: Path, baseline: Any) -> None:

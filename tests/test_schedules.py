@@ -92,8 +92,12 @@ def test_limit_batches_fraction_property(length: int, f: float) -> None:
 
 @given(st.integers(0, 10_000), st.integers(0, 10_000))
 def test_limit_batches_count_property(length: int, n: int) -> None:
-    """An int limit is min(length, n)."""
-    assert limit_batches(length, n) == min(length, n)
+    """An int limit is min(length, n); empty data (length 0) is refused unless n is 0."""
+    if length == 0 and n > 0:
+        with pytest.raises(ValueError, match="the training data is empty"):
+            limit_batches(length, n)
+    else:
+        assert limit_batches(length, n) == min(length, n)
 
 
 # --- val_check_batch / should_validate ----------------------------------------------

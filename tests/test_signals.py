@@ -151,3 +151,37 @@ def test_signal_to_a_training_process(sig: signal.Signals, tmp_path: Path) -> No
     payload = ft.load_checkpoint(ckpt)
     assert payload["counters"]["step"] == step_n
     assert os.path.dirname(ckpt) == os.path.join(log_dir, "checkpoints")
+
+
+HUNG = """
+import os, signal, time, torch, ftrain as ft
+
+def hang_forever():
+    time.sleep(600)
+
+class Hang:
+    def on_train_batch_end(self, state, **_):
+        if state.micro_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            hang_forever()  # a rank stuck (in a collective, a bad kernel) after SIGTERM
+
+net = torch.nn.Linear(2, 1)
+state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1))
+ft.fit(state, ft.train_step(lambda m, b: m(b[0]).pow(2).mean()),
+       ft.TensorLoader(torch.randn(8, 2), batch_size=2), max_epochs=1, logger=False,
+       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+       callbacks=[Hang()])
+"""
+
+
+def test_a_process_hung_after_sigterm_dumps_its_stack_and_exits() -> None:
+    """A process that does not stop within the grace period after SIGTERM writes every
+    thread's stack (naming the function it hangs in) to stderr and exits with status 1,
+    long before the 600 s it would hang."""
+    env = {**os.environ, "FTRAIN_STOP_GRACE_S": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-c", HUNG], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Timeout (0:00:01)!" in proc.stderr
+    assert "hang_forever" in proc.stderr

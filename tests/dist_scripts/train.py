@@ -6,6 +6,7 @@ Every rank writes ``<out>.rank<r>`` with its final parameters and ``fit``'s metr
 ``--fail MODE --fail-at STEP`` makes one rank fail after that optimizer step:
 ``raise`` (an exception), ``hang`` (sleeps), ``exit`` (``os._exit(1)``, only in the
 first worker group of an elastic run), ``killall`` (SIGKILL to every rank),
+``killall@micro`` (the same after that many batches, e.g. inside a window),
 ``sigterm`` (SIGTERM to itself: a graceful stop the ranks must agree on), ``sigusr1``
 (SIGUSR1 to itself: SLURM's requeue signal). ``--fail-rank -1``: every rank.
 The failing rank writes the time it failed to ``<root>/failed_at``.
@@ -75,7 +76,8 @@ def build(optim: str, batch: int, accumulate: int, clip: float | None) -> dict[s
 
 class Fail(ft.Callback):
     def __init__(self, mode: str, at: int, rank: int, root: str) -> None:
-        self.mode, self.at, self.rank, self.root = mode, at, rank, root
+        self.by_batch = mode.endswith("@micro")
+        self.mode, self.at, self.rank, self.root = mode.removesuffix("@micro"), at, rank, root
         self.done = False
 
     def on_fit_start(self, state: Any) -> None:
@@ -85,7 +87,9 @@ class Fail(ft.Callback):
 
     def on_train_batch_end(self, state: Any, metrics: Any, batch: Any, batch_idx: int) -> None:
         rank = int(os.environ.get("RANK", 0))
-        if state.step != self.at or self.rank not in (-1, rank) or self.done:
+        # "killall@micro": count batches consumed (to fail inside an accumulation window).
+        at = state.micro_step if self.by_batch else state.step
+        if at != self.at or self.rank not in (-1, rank) or self.done:
             return
         self.done = True
         os.makedirs(self.root, exist_ok=True)
@@ -108,6 +112,28 @@ class Fail(ft.Callback):
                 os.kill(pid, signal.SIGKILL)
 
 
+class CountReduceScatter(ft.Callback):
+    """Counts FSDP2's gradient reduce-scatters; ``after_batch[i]``: the count after batch i."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.after_batch: list[int] = []
+
+    def on_fit_start(self, state: Any) -> None:
+        import torch.distributed as dist
+
+        real = dist.reduce_scatter_single
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        dist.reduce_scatter_single = counted
+
+    def on_train_batch_end(self, state: Any, metrics: Any, batch: Any, batch_idx: int) -> None:
+        self.after_batch.append(self.count)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -117,6 +143,8 @@ def main() -> None:
     parser.add_argument("--clip", type=float, default=None)
     parser.add_argument("--val", action="store_true")
     parser.add_argument("--ckpt-every", type=int, default=0)
+    parser.add_argument("--ckpt-val", action="store_true")
+    parser.add_argument("--count-reduce-scatter", action="store_true")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--fail", default=None)
     parser.add_argument("--fail-at", type=int, default=3)
@@ -130,12 +158,19 @@ def main() -> None:
         args, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1
     )
     checkpoint: Any = False
+    if args.ckpt_val:  # every file saved at every validation, inside windows too
+        checkpoint = ft.checkpoint.ModelCheckpoint(save_top_k=-1, save_last=True)
     if args.ckpt_every:
         checkpoint = ft.checkpoint.ModelCheckpoint(
             every_n_train_steps=args.ckpt_every, save_top_k=-1, save_last=True
         )
     root = config.default_root_dir or "."
-    callbacks = [Fail(args.fail, args.fail_at, args.fail_rank, root)] if args.fail else []
+    callbacks: list[Any] = (
+        [Fail(args.fail, args.fail_at, args.fail_rank, root)] if args.fail else []
+    )
+    counter = CountReduceScatter()
+    if args.count_reduce_scatter:
+        callbacks.append(counter)
     steps = [int(s) for s in args.steps.split(",")] if args.steps else [config.max_steps]
     runs = len(SWEEP) if args.sweep else max(args.runs, len(steps))
     for run in range(runs):
@@ -162,6 +197,7 @@ def main() -> None:
                 "micro_step": result.state.micro_step,
                 "interrupted": result.interrupted,
                 "last": result.last_checkpoint,
+                "reduce_scatters": counter.after_batch,
             },
             f"{args.out}.run{run}.rank{rank}",
         )
