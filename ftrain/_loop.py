@@ -39,7 +39,10 @@ from ._rundir import (
     check_root,
     claim_dirs,
     fresh_policy_state,
+    lineage_of,
+    others_alive,
     owned_names,
+    split_by_lineage,
     with_foreign,
 )
 from ._schedules import (
@@ -204,6 +207,7 @@ class _Run:
         self.last_saved: str | None = None
         self.created: set[str] = set()  # checkpoint paths this run wrote
         self.claim = RunClaim()  # this run's locks in its checkpoint folders
+        self.lineage = [self.claim.run_id]  # this run's id after those it continues
         self.stop_requested = False
         self.stop_cause: str | None = None  # what first asked to stop (FitResult.stop_reason)
         self.end_reason: str | None = None
@@ -737,6 +741,7 @@ def _fit(
                     "epoch_done": epoch_done,
                     "logger_versions": [str(lg.version) for lg in loggers],
                     "run_id": run.claim.run_id,
+                    "lineage": run.lineage,
                     "train_metrics": run.train.state_dict(),
                     "metrics": run.metrics_state(st.step),
                 },
@@ -1324,6 +1329,7 @@ def _resume(
     loop = payload.get("loop") or {}
     run.elapsed_before = float(loop.get("elapsed", 0.0))
     run.resumed_from = path
+    run.lineage = [*lineage_of(payload), run.claim.run_id]
     if run.dist.is_main:
         # Rank 0's partial epoch sums; loaded on every rank they would count twice
         # when sync_dist reduces them.
@@ -1357,13 +1363,15 @@ def _recover_policies(run: _Run, payload: Mapping[str, Any]) -> None:
     saved = payload.get("policies") or []
     for i, policy in enumerate(run.policies):
         d = run.policy_dirs[i]
-        infos = []
+        infos: list[Any] = []
+        others: list[str] = []
         if os.path.isdir(d):
-            if run.dist.is_main:
+            # A temp file of a run still writing into this folder is not debris.
+            if run.dist.is_main and not others_alive(d, run.claim.run_id):
                 clean_temp_files(d)
-            infos = list_checkpoints(d)
+            infos, others = split_by_lineage(d, list_checkpoints(d), run.lineage[:-1])
         previous = saved[i] if i < len(saved) else None
-        run.policy_states[i] = policy.recover(previous, infos)
+        run.policy_states[i] = policy.recover(previous, infos, existing=others)
 
 
 def _hpc_ckpt_path(ckpt_path: Any, root: str) -> Any:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._warn import user_stacklevel
+from .checkpoint._io import CheckpointError, safe_load
 
 try:
     import fcntl
@@ -35,8 +36,11 @@ __all__ = [
     "claim_dirs",
     "fresh_policy_state",
     "is_live",
+    "lineage_of",
     "lock_name",
+    "others_alive",
     "owned_names",
+    "split_by_lineage",
     "with_foreign",
     "writable_dir",
 ]
@@ -219,3 +223,55 @@ def claim_dirs(
     for policy, dirpath in zip(policies, dirs, strict=True):
         flag = "default_root_dir" if policy.dirpath is None else "checkpoint dirpath"
         claim.hold(dirpath, flag)
+
+
+def lineage_of(payload: Mapping[str, Any]) -> list[str]:
+    """The run ids of a checkpoint's chain of runs (each resume adds one)."""
+    loop = payload.get("loop")
+    if not isinstance(loop, Mapping):
+        return []
+    lineage = loop.get("lineage")
+    if isinstance(lineage, list):
+        return [str(x) for x in lineage]
+    run_id = loop.get("run_id")
+    return [str(run_id)] if run_id else []
+
+
+def split_by_lineage(
+    dirpath: str, infos: list[Any], lineage: list[str]
+) -> tuple[list[Any], list[str]]:
+    """Split a folder's checkpoint infos into this chain of runs' and the others' names.
+
+    A resumed run adopts only files written by its own chain (its policies may then
+    replace or delete them); files of other runs sharing the folder stay foreign.
+    Files without a run id (older ftrain) count as the chain's.
+    """
+    if not lineage:
+        return infos, []
+    own, foreign = [], []
+    for info in infos:
+        try:
+            payload = safe_load(os.path.join(dirpath, info.name), mmap=True)
+        except CheckpointError:
+            foreign.append(info.name)
+            continue
+        ids = lineage_of(payload)
+        if not ids or ids[-1] in lineage:
+            own.append(info)
+        else:
+            foreign.append(info.name)
+    return own, foreign
+
+
+def others_alive(dirpath: str, run_id: str) -> bool:
+    """Whether a run other than ``run_id`` holds its lock in ``dirpath`` now."""
+    try:
+        entries = os.listdir(dirpath)
+    except OSError:
+        return False
+    ids = [
+        e[len(_LOCK_PREFIX) : -len(_LOCK_SUFFIX)]
+        for e in entries
+        if e.startswith(_LOCK_PREFIX) and e.endswith(_LOCK_SUFFIX)
+    ]
+    return any(is_live(dirpath, other) for other in ids if other != run_id)

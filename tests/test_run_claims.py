@@ -184,3 +184,45 @@ def test_read_only_checkpoint_folder_fails_before_training(tmp_path: Path) -> No
             _fit(tmp_path, checkpoint=ft.checkpoint.ModelCheckpoint(dirpath=folder))
     finally:
         folder.chmod(0o700)
+
+
+def test_a_resumed_run_never_deletes_another_runs_files(tmp_path: Path) -> None:
+    """logger=False, runs A then B in one folder; B resumes "last" (its own, newer file) and
+    trains on: its policy replaces its own files only, A's file keeps its bytes."""
+    a = _fit(tmp_path)
+    assert a.last_checkpoint is not None
+    a_bytes = Path(a.last_checkpoint).read_bytes()
+    with pytest.warns(UserWarning, match="is not empty"):
+        b = _fit(tmp_path)
+    assert b.last_checkpoint is not None and b.last_checkpoint.endswith("-v1.ckpt")
+    resumed = _fit(tmp_path, max_epochs=3, ckpt_path="last")
+    assert resumed.state.epoch == 3
+    assert Path(a.last_checkpoint).read_bytes() == a_bytes
+    assert not Path(b.last_checkpoint).exists()  # B's own older file was replaced
+    assert resumed.last_checkpoint is not None and resumed.last_checkpoint != a.last_checkpoint
+
+
+def test_ckpt_path_names_a_version_or_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ckpt_path="version_0" (a logger version) or a run folder resumes the newest file
+    there and says which; a folder without checkpoints is a CheckpointError."""
+
+    def run(**kw: Any) -> ft.FitResult:
+        csv = ft.loggers.CSVLogger(tmp_path)
+        return _fit(tmp_path, logger=csv, log_every_n_steps=1, **kw)
+
+    first = run(max_epochs=1)
+    run(max_epochs=2)
+    capsys.readouterr()
+    by_version = run(max_epochs=2, ckpt_path="version_0")
+    assert by_version.state.epoch == 2
+    line = f"Resuming from {first.last_checkpoint} (version 0, epoch 0, step 2)"
+    assert line in capsys.readouterr().out
+    # The folder's newest file is now the one the version_0 resume wrote (step 4).
+    by_folder = run(max_epochs=2, ckpt_path=str(tmp_path / "ftrain_logs" / "version_0"))
+    assert by_folder.state.step == 4
+    assert "version_0/checkpoints/epoch=1-step=4.ckpt (version 0" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ft.checkpoint.CheckpointError, match="directory with no checkpoint"):
+        _fit(tmp_path, ckpt_path=str(tmp_path / "empty"))
