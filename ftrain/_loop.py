@@ -546,7 +546,7 @@ def fit(
         raise ValueError("fit: val_data was given without val_step")
     check_train_data(train_data, scale_batch_size=config.auto_scale_batch_size not in (None, False))
     if val_data is not None:
-        check_eval_data("val_data", val_data)
+        check_eval_data("val_data", val_data, factories=True)
 
     dist = setup_distributed(config)
     if dist.launched_here:

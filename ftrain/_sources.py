@@ -193,21 +193,31 @@ def check_train_data(data: Any, *, scale_batch_size: bool) -> None:
     refuse_dataset("train_data", data)
 
 
-def check_eval_data(owner: str, data: Any) -> list[tuple[str, Any]] | None:
+def check_eval_data(
+    owner: str, data: Any, *, factories: bool = False
+) -> list[tuple[str, Any]] | None:
     """The named sets of several evaluation loaders, or None for one set.
 
     A mapping ``{name: loader}`` gives its names; a list or tuple of loaders gives
     ``dataloader_idx_{i}`` (Lightning's names), a one-item list one set.
 
+    Args:
+        owner: the argument's name, for messages.
+        data: what was passed.
+        factories: ``per_epoch``/``per_validation`` factories are accepted (``fit``'s
+            ``val_data``); elsewhere (``validate``, ``test``) data must be batches.
+
     Raises:
-        TypeError: a map-style Dataset, a per_batch_size factory, or a list/mapping with
-            an item that is not a loader (a tensor, tuple, list or dict is a batch).
+        TypeError: a map-style Dataset, a factory where none applies, or a list/mapping
+            with an item that is not a loader (a tensor, tuple, list or dict is a batch).
     """
-    if isinstance(data, DataFactory) and data.kind == "batch_size":
-        raise TypeError(
-            f"{owner}: per_batch_size(...) is for auto_scale_batch_size's train_data; "
-            "pass per_validation(fn) or per_epoch(fn)"
+    if isinstance(data, DataFactory) and (data.kind == "batch_size" or not factories):
+        where = (
+            "auto_scale_batch_size's train_data"
+            if data.kind == "batch_size"
+            else "fit's val_data (validate and test take a loader: call the function)"
         )
+        raise TypeError(f"{owner}: per_{data.kind}(...) is for {where}")
     refuse_dataset(owner, data)
     if isinstance(data, Mapping):
         items = [(str(k), v) for k, v in data.items()]

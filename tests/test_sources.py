@@ -142,3 +142,8 @@ def test_wrong_data_forms_are_refused_before_the_first_batch() -> None:
     with pytest.raises(TypeError, match="a factory of another kind"):
         ft.tune.scale_batch_size(ft.per_epoch(lambda e: loader()), make_state(), ft.train_step(mse))
     assert repr(ft.per_batch_size(len)) == "per_batch_size(<built-in function len>)"
+    val = ft.eval_step(lambda m, b: {"val_loss": mse(m, b)})
+    with pytest.raises(
+        TypeError, match=r"test_data: per_validation\(\.\.\.\) is for fit's val_data"
+    ):
+        ft.test(make_state(), val, ft.per_validation(lambda s: loader()))
