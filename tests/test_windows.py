@@ -187,7 +187,10 @@ def test_two_ranks_of_b_train_as_one_process_of_2b(tmp_path: Path) -> None:
     """DDP over 2 gloo ranks x 4 windows gives the parameters of 1 process x 8 windows:
     the ranks draw their halves of the same global batch."""
     step = ft.train_step(_ddp_loss)
-    one = ft.fit(make_state(), step, ft.RandomWindows(tokens(), BLOCK, 8), max_steps=4, **QUIET)
+    one = ft.fit(
+        make_state(), step, ft.RandomWindows(tokens(), BLOCK, 8), max_steps=4, checkpoint=False,
+        **QUIET,
+    )  # fmt: skip
     two = ft.fit(
         make_state(),
         step,
@@ -196,6 +199,7 @@ def test_two_ranks_of_b_train_as_one_process_of_2b(tmp_path: Path) -> None:
         devices=2,
         strategy="ddp_spawn",
         accelerator="cpu",
+        checkpoint=False,
         default_root_dir=str(tmp_path),
         **QUIET,
     )
