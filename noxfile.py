@@ -26,13 +26,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and format check."""
-    session.install("ruff>=0.6")
+    """ruff check and format check; the import-linter layers contract (pyproject.toml)."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     paths = [
         p for p in ("ftrain", "tests", "examples", "benchmarks", "noxfile.py") if os.path.exists(p)
     ]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+    # Reads ftrain's source from this folder: neither ftrain nor torch is installed here.
+    session.run("lint-imports")
 
 
 @nox.session

@@ -114,7 +114,7 @@ class _SyncCheck:
 @contextlib.contextmanager
 def _bar_to_devnull() -> Iterator[None]:
     """Draw fit's tqdm bar as on a terminal, into /dev/null (the bar's real work, no tty)."""
-    import ftrain._progress as progress
+    import ftrain.driver._progress as progress
 
     saved_isatty, saved_stderr = progress._isatty, sys.stderr
     with open(os.devnull, "w") as sink:

@@ -8,6 +8,7 @@ smaller ones; ``fit`` drives the fold with Lightning's Trainer controls.
 from . import checkpoint as checkpoint
 from . import cli as cli
 from . import loggers as loggers
+from . import loop as loop
 from . import testing as testing
 from . import tune as tune
 from ._callbacks import Callback as Callback
@@ -16,6 +17,7 @@ from ._callbacks import LearningRateMonitor as LearningRateMonitor
 from ._checkpointing import load_checkpoint as load_checkpoint
 from ._checkpointing import restore as restore
 from ._checkpointing import save_checkpoint as save_checkpoint
+from ._checkpointing import write_checkpoints as write_checkpoints
 from ._combinators import Combinator as Combinator
 from ._combinators import accumulate as accumulate
 from ._combinators import clip_grad_norm as clip_grad_norm
@@ -32,18 +34,13 @@ from ._data import TensorLoader as TensorLoader
 from ._ema import ema as ema
 from ._ema import ema_state_dict as ema_state_dict
 from ._ema import ema_weights as ema_weights
-from ._evaluate import predict as predict
-from ._evaluate import test as test
-from ._evaluate import validate as validate
-from ._loop import FitResult as FitResult
-from ._loop import estimated_stepping_batches as estimated_stepping_batches
-from ._loop import fit as fit
 from ._metrics import Logged as Logged
 from ._metrics import log as log
 from ._metrics import log_dict as log_dict
 from ._precision import PRECISIONS as PRECISIONS
 from ._precision import Precision as Precision
 from ._precision import parse_precision as parse_precision
+from ._schedulers import SchedulerConfig as SchedulerConfig
 from ._seed import mix_seed as mix_seed
 from ._seed import seed_everything as seed_everything
 from ._sources import DataFactory as DataFactory
@@ -51,7 +48,6 @@ from ._sources import per_batch_size as per_batch_size
 from ._sources import per_epoch as per_epoch
 from ._sources import per_validation as per_validation
 from ._sources import validation_seed as validation_seed
-from ._state import SchedulerConfig as SchedulerConfig
 from ._state import TrainState as TrainState
 from ._step import EvalStep as EvalStep
 from ._step import Metrics as Metrics
@@ -66,12 +62,17 @@ from ._transforms import GradientTransform as GradientTransform
 from ._transforms import after_update as after_update
 from ._transforms import gradient_transform as gradient_transform
 from ._update import apply_update as apply_update
+from ._version import __version__ as __version__
 from ._windows import RandomWindows as RandomWindows
 from ._windows import window_offsets as window_offsets
 from ._wrap import WrappedStep as WrappedStep
 from ._wrap import step_combinator as step_combinator
-
-__version__ = "0.1.0"
+from .driver import FitResult as FitResult
+from .driver import estimated_stepping_batches as estimated_stepping_batches
+from .driver import fit as fit
+from .driver import predict as predict
+from .driver import test as test
+from .driver import validate as validate
 
 __all__ = [
     "PRECISIONS",
@@ -118,6 +119,7 @@ __all__ = [
     "log",
     "log_dict",
     "loggers",
+    "loop",
     "mix_seed",
     "model_summary",
     "parse_precision",
@@ -139,4 +141,5 @@ __all__ = [
     "validate",
     "validation_seed",
     "window_offsets",
+    "write_checkpoints",
 ]

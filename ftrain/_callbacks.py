@@ -16,9 +16,26 @@ from typing import Any
 
 import attrs
 
+from ._metrics import Logged, log
 from ._warn import user_stacklevel
 
-__all__ = ["HOOKS", "Callback", "EarlyStopping", "LearningRateMonitor", "early_stopping_update"]
+__all__ = [
+    "HOOKS",
+    "Callback",
+    "EarlyStopping",
+    "LearningRateMonitor",
+    "drain_logged",
+    "early_stopping_update",
+]
+
+_LOGGED = "_ftrain_logged"
+
+
+def drain_logged(callback: Any) -> dict[str, Logged]:
+    """What ``callback`` logged since the last call (and forget it)."""
+    state = getattr(callback, "__dict__", None)
+    return state.pop(_LOGGED, {}) if state is not None else {}
+
 
 HOOKS = (
     "setup",
@@ -66,7 +83,8 @@ class Callback:
         on_train_start(state), on_train_epoch_start(state),
         on_train_batch_start(state, batch, batch_idx) (return -1 to skip the rest of
         the epoch, as Lightning), on_train_batch_end(state, metrics, batch, batch_idx)
-        (metrics are device tensors), on_train_epoch_end(state, metrics),
+        (the step's values, detached unless logged with
+        ``enable_graph=True``; tensors stay on the device), on_train_epoch_end(state, metrics),
         on_validation_start(state), on_validation_epoch_start(state),
         on_validation_batch_start(state, batch, batch_idx, dataloader_idx),
         on_validation_batch_end(state, metrics, batch, batch_idx, dataloader_idx),
@@ -82,11 +100,39 @@ class Callback:
         resolve(config): once before ``fit`` trains, with the run's ``FitConfig``, to
         settle defaults that depend on the flags (``EarlyStopping`` decides when it
         checks).
+
+    From ``on_train_epoch_end``, ``on_validation_epoch_end`` and ``on_validation_end``
+    a callback logs values with :meth:`log`, as Lightning's ``self.log``: they go to
+    the loggers, the progress bar and the metrics later hooks and checkpoint
+    policies read.
     """
 
     def setup(self, stage: str, state: Any) -> Any: ...
     def teardown(self, stage: str, state: Any) -> Any: ...
     def resolve(self, config: Any) -> Any: ...
+
+    def log(self, name: str, value: Any, **options: Any) -> None:
+        """Log ``value`` under ``name`` from an epoch-end hook (Lightning's ``self.log``).
+
+        Args:
+            name: the metric name.
+            value: a number or a one-element tensor.
+            **options: :func:`ftrain.log`'s options (``prog_bar``, ``logger``,
+                ``sync_dist``, ``reduce_fx``, ...); ``on_epoch`` is implied.
+
+        Raises:
+            ValueError: ``on_step=True`` (an epoch-end hook has no step to log at), or
+                an option :func:`ftrain.log` refuses.
+        """
+        if options.get("on_step"):
+            raise ValueError(
+                f"{type(self).__name__}.log({name!r}): on_step=True cannot be used from an "
+                "epoch-end hook; log it from the step instead"
+            )
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{type(self).__name__}.log: name must be a non-empty str")
+        logged = log(value, **{**options, "on_step": False, "on_epoch": True})
+        self.__dict__.setdefault(_LOGGED, {})[name] = logged
 
     def on_fit_start(self, state: Any) -> Any: ...
     def on_train_start(self, state: Any) -> Any: ...

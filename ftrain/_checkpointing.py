@@ -14,7 +14,7 @@ far when saved inside an accumulation window, else absent), and what ``fit`` add
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -23,6 +23,8 @@ from torch import nn
 from ._restore_check import check_restorable, class_names
 from ._seed import rng_states
 from ._state import TrainState
+from ._version import __version__
+from .checkpoint import Delete, Save
 from .checkpoint._io import FORMAT_VERSION, CheckpointError, atomic_save, safe_load
 
 __all__ = [
@@ -61,8 +63,6 @@ def _each(value: Any, fn: Any) -> Any:
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
-
     return {"ftrain": str(__version__), "torch": str(torch.__version__)}
 
 
@@ -252,3 +252,53 @@ def load_checkpoint(
             message names the file.
     """
     return safe_load(path, map_location=map_location, verify=verify)
+
+
+def write_checkpoints(
+    state: TrainState,
+    actions: Iterable[Any],
+    dirpath: str | os.PathLike[str],
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Carry out a checkpoint policy's decisions: write each ``Save``, remove each ``Delete``.
+
+    The edge of a hand-written loop's checkpointing: the policy (or
+    ``ftrain.loop.CheckpointReducer``) decides, this writes. Each file stores the
+    state, ``extra`` and the save's ``checkpoint_info`` (what
+    ``ftrain.checkpoint.list_checkpoints`` reads back for ``recover``).
+
+    Args:
+        state: the state to save.
+        actions: ``Save``/``Delete`` values, or ``(index, action)`` pairs as a
+            reducer returns them (the index is ignored: one folder).
+        dirpath: the folder of the files.
+        extra: more plain entries for each written file (e.g. the policy states).
+
+    Returns:
+        The paths written.
+
+    Example:
+        >>> import tempfile, torch, ftrain as ft
+        >>> net = torch.nn.Linear(2, 1)
+        >>> state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1))
+        >>> policy = ft.checkpoint.last()
+        >>> _, actions = policy.update(policy.init(), ft.checkpoint.Event("fit_end", step=1, epoch=0))
+        >>> [os.path.basename(p) for p in write_checkpoints(state, actions, tempfile.mkdtemp())]
+        ['last.ckpt']
+    """
+    written = []
+    for action in actions:
+        if isinstance(action, tuple):
+            action = action[1]
+        path = os.path.join(os.fspath(dirpath), action.name)
+        if isinstance(action, Save):
+            info = {"checkpoint_info": action.info.to_dict()}
+            save_checkpoint(state, path, extra={**(extra or {}), **info})
+            written.append(path)
+        elif isinstance(action, Delete):
+            if os.path.exists(path):
+                os.remove(path)
+        else:
+            raise TypeError(f"write_checkpoints: expected Save or Delete, got {action!r}")
+    return written

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._config import FitConfig
-from ._evaluate import predict, test, validate
-from ._loop import fit
+from .driver import fit, predict, test, validate
+from .loggers import as_loggers
 
 __all__ = ["COMMANDS", "command_of", "config_text", "run_command"]
 
@@ -95,8 +95,6 @@ def run_command(
     parts = dict(parts)
     state = parts.pop("state")
     if command == "fit":
-        from .loggers import as_loggers
-
         root = os.fspath(config.default_root_dir or os.getcwd())
         loggers = as_loggers(parts.pop("logger", True), root)
         callbacks = [_SaveConfig(text, loggers, root), *parts.pop("callbacks", ())]

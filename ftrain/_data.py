@@ -1,224 +1,40 @@
-"""Data: the epoch's batch order as a function of (seed, epoch), and batches on devices.
+"""Loaders: what the driver iterates each epoch, in the order of ``_sampler``.
 
-Every loader the driver iterates gets its order from :func:`epoch_permutation`
-(shuffled) or from a fixed base order (sequential, or what a user's sampler
-produced), then the rank's shard as ``DistributedSampler`` cuts it, then batches.
-A resume in the middle of an epoch starts after ``k`` batches by index, so the
-skipped samples are never loaded.
-
-- :class:`SeededBatchSampler` is that rule as a ``batch_sampler`` for a DataLoader.
-- :func:`prepare_loader` applies it to what a user passed (a DataLoader is rebuilt
-  around it once and cached), and sets epoch, skip and shard for each epoch.
+- :func:`prepare_loader` applies :class:`SeededBatchSampler`'s order to what a user
+  passed (a DataLoader is rebuilt around it once and cached), and sets epoch, skip
+  and shard for each epoch.
 - :class:`TensorLoader` is the fast in-memory loader: one gather per tensor per batch.
-- :func:`move_to_device` and :func:`batch_size_of` walk nested batches.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import os
 import warnings
 import weakref
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import attrs
 import torch
 from torch.utils.data import (
     DataLoader,
     DistributedSampler,
     IterableDataset,
     RandomSampler,
-    Sampler,
     SequentialSampler,
 )
 
-from ._seed import mix_seed as mix_seed
+from ._sampler import SeededBatchSampler, check_int, check_shard
+from ._seed import worker_init_fn
 from ._warn import user_stacklevel
 from ._windows import RandomWindows
 
 __all__ = [
-    "SeededBatchSampler",
     "TensorLoader",
-    "batch_size_of",
-    "epoch_permutation",
     "loader_length",
-    "mix_seed",
-    "move_to_device",
     "prepare_loader",
 ]
-
-
-def _check_int(owner: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
-    return value
-
-
-def _check_shard(owner: str, rank: Any, world_size: Any) -> None:
-    _check_int(owner, "world_size", world_size, 1)
-    _check_int(owner, "rank", rank, 0)
-    if rank >= world_size:
-        raise ValueError(
-            f"{owner}: rank must be in [0, world_size), got rank={rank}, world_size={world_size}"
-        )
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled order of ``n`` samples for one epoch: a function of (seed, epoch) only.
-
-    Args:
-        n: number of samples.
-        seed: the run seed.
-        epoch: the epoch.
-
-    Returns:
-        A CPU int64 tensor, a permutation of ``0..n-1``.
-
-    Example:
-        >>> torch.equal(epoch_permutation(5, 0, 1), epoch_permutation(5, 0, 1))
-        True
-    """
-    _check_int("epoch_permutation", "n", n, 0)
-    generator = torch.Generator().manual_seed(mix_seed(seed, epoch))
-    return torch.randperm(n, generator=generator)
-
-
-class SeededBatchSampler(Sampler[list[int]]):
-    """Batches of indices in an order fixed by (seed, epoch), sharded like ``DistributedSampler``.
-
-    The epoch's order is ``epoch_permutation(n, seed, epoch)`` when shuffling (applied to
-    ``base_order`` when one is given), else ``base_order`` or ``range(n)``. Then, as
-    ``DistributedSampler`` does, the order is padded by repeating it from the start
-    until it divides evenly among ranks (or its tail is dropped when ``drop_last``),
-    this rank takes ``order[rank::world_size]`` and cuts it into batches (the last one
-    short unless ``drop_last``).
-
-    Args:
-        n: number of positions in the order (``len(base_order)`` when given).
-        batch_size: indices per batch.
-        shuffle: draw the order from ``epoch_permutation``.
-        seed: the run seed.
-        drop_last: drop the tail that does not divide among ranks and a short last batch.
-        rank: this process's rank.
-        world_size: number of ranks.
-        base_order: the order to use instead of ``range(n)``, e.g. ``list(user_sampler)``.
-
-    Raises:
-        ValueError: an argument out of range, or ``len(base_order) != n``.
-
-    Example:
-        >>> list(SeededBatchSampler(5, 2, shuffle=False, seed=0))
-        [[0, 1], [2, 3], [4]]
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        seed: int,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        base_order: Sequence[int] | None = None,
-    ) -> None:
-        owner = "SeededBatchSampler"
-        _check_int(owner, "n", n, 0)
-        _check_int(owner, "batch_size", batch_size, 1)
-        _check_shard(owner, rank, world_size)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"{owner}: seed must be an int, got {seed!r}")
-        self.n = n
-        self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
-        self.seed = seed
-        self.drop_last = bool(drop_last)
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self._skip = 0
-        self._base: torch.Tensor | None = None
-        if base_order is not None:
-            self._set_base_order(base_order)
-
-    def _set_base_order(self, base_order: Sequence[int]) -> None:
-        base = torch.as_tensor(base_order, dtype=torch.int64).reshape(-1)
-        if base.numel() != self.n:
-            raise ValueError(
-                f"SeededBatchSampler: base_order must hold n={self.n} indices, got {base.numel()}"
-            )
-        self._base = base
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch whose order the next iteration yields."""
-        self.epoch = _check_int("SeededBatchSampler", "epoch", epoch, 0)
-
-    def set_skip(self, batches: int) -> None:
-        """Make the next iteration (only) start after ``batches`` batches of this rank's shard."""
-        self._skip = _check_int("SeededBatchSampler", "skip", batches, 0)
-
-    def _per_rank(self) -> int:
-        n, world = self.n, self.world_size
-        if world == 1:
-            return n
-        if self.drop_last and n % world:
-            return n // world
-        return -(-n // world)
-
-    def __len__(self) -> int:
-        """Batches per rank in a full epoch (the skip is not subtracted)."""
-        per_rank = self._per_rank()
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return -(-per_rank // self.batch_size)
-
-    def _rank_indices(self) -> torch.Tensor | None:
-        """This rank's indices for the current epoch; None when they are ``0..n-1``."""
-        n, world = self.n, self.world_size
-        order = self._base
-        if self.shuffle:
-            perm = epoch_permutation(n, self.seed, self.epoch)
-            order = perm if order is None else order[perm]
-        if world == 1:
-            return order
-        if order is None:
-            order = torch.arange(n)
-        total = self._per_rank() * world
-        if total > n:
-            # DistributedSampler's padding: repeat the order from its start.
-            order = torch.cat([order, order.repeat(-(-(total - n) // n))[: total - n]])
-        return order[self.rank : total : world]
-
-    def _plan(self) -> tuple[torch.Tensor | None, int]:
-        """Fix the epoch's indices and the first batch, consuming the one-shot skip."""
-        start, self._skip = self._skip, 0
-        return self._rank_indices(), start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        # The epoch and skip are read at the first batch, not at iter(): a multi-worker
-        # DataLoader calls iter() twice and draws from the second iterator only.
-        indices, start = self._plan()
-        bs, stop = self.batch_size, len(self)
-        if indices is None:
-            count = self._per_rank()
-            for i in range(start, stop):
-                yield list(range(i * bs, min((i + 1) * bs, count)))
-            return
-        flat: list[int] = indices.tolist()
-        for i in range(start, stop):
-            yield flat[i * bs : (i + 1) * bs]
-
-    def __repr__(self) -> str:
-        return (
-            f"SeededBatchSampler(n={self.n}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"seed={self.seed}, drop_last={self.drop_last}, rank={self.rank}, "
-            f"world_size={self.world_size}, epoch={self.epoch})"
-        )
 
 
 class TensorLoader:
@@ -296,7 +112,7 @@ class TensorLoader:
 
     def shard(self, rank: int, world_size: int) -> None:
         """Yield only rank ``rank``'s shard of each epoch, as ``DistributedSampler`` cuts it."""
-        _check_shard("TensorLoader", rank, world_size)
+        check_shard("TensorLoader", rank, world_size)
         self._batches.rank, self._batches.world_size = rank, world_size
 
     def _configure(self, run_seed: int, shuffle: bool | None) -> None:
@@ -419,8 +235,6 @@ def _rebuild(
     )
     init_fn = loader.worker_init_fn
     if init_fn is None and loader.num_workers > 0 and os.environ.get("FTRAIN_SEED_WORKERS") == "1":
-        from ._seed import worker_init_fn
-
         init_fn = functools.partial(worker_init_fn, rank=rank)
     extra: dict[str, Any] = {}
     if hasattr(loader, "in_order"):
@@ -564,9 +378,9 @@ def prepare_loader(
         [[2, 3], [4, 5]]
     """
     owner = "prepare_loader"
-    _check_int(owner, "epoch", epoch, 0)
-    _check_int(owner, "skip_batches", skip_batches, 0)
-    _check_shard(owner, rank, world_size)
+    check_int(owner, "epoch", epoch, 0)
+    check_int(owner, "skip_batches", skip_batches, 0)
+    check_shard(owner, rank, world_size)
     if isinstance(data, (TensorLoader, RandomWindows)):
         data.shard(rank, world_size)
         data._configure(seed, shuffle_default)
@@ -614,116 +428,3 @@ def loader_length(data: Iterable[Any]) -> int | None:
         return len(data)  # type: ignore[arg-type]
     except (TypeError, NotImplementedError):
         return None
-
-
-def _is_attrs_or_dataclass(obj: Any) -> bool:
-    cls = type(obj)
-    return attrs.has(cls) or dataclasses.is_dataclass(cls)
-
-
-def _fields(obj: Any) -> list[tuple[str, str, bool]]:
-    """(attribute name, init name, in __init__) for an attrs or dataclass instance."""
-    cls = type(obj)
-    if attrs.has(cls):
-        return [(a.name, a.alias or a.name, a.init) for a in attrs.fields(cls)]
-    return [(f.name, f.name, f.init) for f in dataclasses.fields(obj)]
-
-
-def move_to_device(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move every tensor in a nested batch to ``device``.
-
-    Tuples (namedtuples too), lists, mappings, attrs classes and dataclasses are rebuilt
-    around the moved values; other objects are left as they are. A tensor already on
-    ``device`` is returned itself, not copied.
-
-    Args:
-        batch: a tensor or a nested structure holding tensors.
-        device: the target device.
-        non_blocking: passed to ``Tensor.to``.
-
-    Returns:
-        The batch with its tensors on ``device``.
-
-    Example:
-        >>> b = {"x": torch.ones(2)}
-        >>> move_to_device(b, torch.device("cpu"))["x"] is b["x"]
-        True
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=non_blocking)
-    cls = type(batch)
-    if cls is tuple or cls is list:
-        return cls(
-            [
-                x.to(device, non_blocking=non_blocking)
-                if isinstance(x, torch.Tensor)
-                else move_to_device(x, device, non_blocking)
-                for x in batch
-            ]
-        )
-    if cls is dict:
-        return {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-    if isinstance(batch, Mapping):
-        moved = {k: move_to_device(v, device, non_blocking) for k, v in batch.items()}
-        if isinstance(batch, defaultdict):
-            return cls(batch.default_factory, moved)
-        return cls(moved)
-    if isinstance(batch, tuple):
-        items = [move_to_device(x, device, non_blocking) for x in batch]
-        # A namedtuple takes fields as arguments; other tuple types (torch.return_types)
-        # take one sequence.
-        return cls(*items) if hasattr(batch, "_fields") else cls(items)
-    if isinstance(batch, list):
-        return cls(move_to_device(x, device, non_blocking) for x in batch)
-    if _is_attrs_or_dataclass(batch):
-        fields = _fields(batch)
-        init = {
-            init_name: move_to_device(getattr(batch, name), device, non_blocking)
-            for name, init_name, in_init in fields
-            if in_init
-        }
-        out = cls(**init)
-        for name, _, in_init in fields:
-            if not in_init:
-                # Fields outside __init__ are computed or defaulted; carry the moved value.
-                object.__setattr__(
-                    out, name, move_to_device(getattr(batch, name), device, non_blocking)
-                )
-        return out
-    return batch
-
-
-def batch_size_of(batch: Any) -> int | None:
-    """The batch size as Lightning infers it: ``size(0)`` of the first tensor found.
-
-    The search is depth-first over tuples, lists, mappings (values), attrs classes and
-    dataclasses; a 0-dim tensor counts as 1.
-
-    Args:
-        batch: a tensor or a nested structure.
-
-    Returns:
-        The size, or None when the batch holds no tensor.
-
-    Example:
-        >>> batch_size_of((torch.zeros(4, 3), torch.zeros(4))), batch_size_of({"a": 1})
-        (4, None)
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.size(0) if batch.dim() else 1
-    if isinstance(batch, (tuple, list)):
-        if batch and isinstance(batch[0], torch.Tensor):
-            first = batch[0]
-            return first.size(0) if first.dim() else 1
-        children: Iterable[Any] = batch
-    elif isinstance(batch, Mapping):
-        children = batch.values()
-    elif _is_attrs_or_dataclass(batch):
-        children = (getattr(batch, name) for name, _, _ in _fields(batch))
-    else:
-        return None
-    for child in children:
-        size = batch_size_of(child)
-        if size is not None:
-            return size
-    return None

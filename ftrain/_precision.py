@@ -8,6 +8,8 @@ from typing import Any
 import attrs
 import torch
 
+from ._batch import cast_floats as cast_floats
+
 __all__ = ["PRECISIONS", "Precision", "cast_floats", "parse_precision"]
 
 _ALIASES: dict[Any, str] = {
@@ -104,16 +106,3 @@ def parse_precision(value: Any) -> Precision:
     if name == "16-true":
         return Precision(name, None, torch.float16, False)
     return Precision(name, None, torch.bfloat16, False)
-
-
-def cast_floats(batch: Any, dtype: torch.dtype) -> Any:
-    """Cast the floating-point tensors of a (nested) batch to ``dtype``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(dtype) if batch.is_floating_point() else batch
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(cast_floats(b, dtype) for b in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(cast_floats(b, dtype) for b in batch)
-    if isinstance(batch, dict):
-        return {k: cast_floats(v, dtype) for k, v in batch.items()}
-    return batch

@@ -16,47 +16,26 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 
-from ._data import _fields, _is_attrs_or_dataclass, move_to_device
+from ._batch import map_tensors, move_to_device, tensors
 
 __all__ = ["Prefetcher"]
 
 _END = object()
 
 
-def _tensors(batch: Any) -> Iterator[torch.Tensor]:
-    """Every tensor of a nested batch (tuples, lists, mappings, attrs, dataclasses)."""
-    if isinstance(batch, torch.Tensor):
-        yield batch
-    elif isinstance(batch, (tuple, list)):
-        for item in batch:
-            yield from _tensors(item)
-    elif isinstance(batch, Mapping):
-        for item in batch.values():
-            yield from _tensors(item)
-    elif _is_attrs_or_dataclass(batch):
-        for name, _, _ in _fields(batch):
-            yield from _tensors(getattr(batch, name))
+def _pin(tensor: torch.Tensor) -> torch.Tensor:
+    cpu = torch.device("cpu")
+    return tensor.pin_memory() if tensor.device == cpu and not tensor.is_pinned() else tensor
 
 
 def _pinned(batch: Any) -> Any:
-    cpu = torch.device("cpu")
-    if isinstance(batch, torch.Tensor):
-        return batch.pin_memory() if batch.device == cpu and not batch.is_pinned() else batch
-    return _map(batch, _pinned)
-
-
-def _map(batch: Any, fn: Any) -> Any:
-    cls = type(batch)
-    if cls is tuple or cls is list:
-        return cls(fn(x) for x in batch)
-    if cls is dict:
-        return {k: fn(v) for k, v in batch.items()}
-    return batch  # other containers are copied unpinned (still correct, only slower)
+    """The batch with its CPU tensors in pinned memory (every container of the walker)."""
+    return map_tensors(_pin, batch)
 
 
 class Prefetcher:
@@ -129,7 +108,7 @@ class Prefetcher:
         if event is not None:
             current = torch.cuda.current_stream(self.device)
             current.wait_event(event)
-            for tensor in _tensors(batch):
+            for tensor in tensors(batch):
                 if tensor.device.type == "cuda":
                     tensor.record_stream(current)
         return batch

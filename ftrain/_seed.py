@@ -37,6 +37,7 @@ __all__ = [
     "ambient_epoch",
     "check_randomness",
     "enter_step",
+    "global_seed",
     "leave_step",
     "mix_seed",
     "rng_states",
@@ -201,6 +202,18 @@ def ambient_epoch(data: Iterable[Any], epoch: int, skip: int) -> Iterable[Any]:
         if callable(set_epoch):
             set_epoch(epoch)
     return data if skip == 0 else _SkipFirst(data, skip)
+
+
+def global_seed() -> int:
+    """The seed ``seed_everything`` set (``FTRAIN_GLOBAL_SEED``, else Lightning's
+    ``PL_GLOBAL_SEED``), or 0: the run seed of states created without one.
+
+    Example:
+        >>> seed_everything(3, verbose=False), global_seed()
+        (3, 3)
+    """
+    env = os.environ.get("FTRAIN_GLOBAL_SEED", os.environ.get("PL_GLOBAL_SEED"))
+    return int(env) if env is not None and env.strip().isdigit() else 0
 
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:

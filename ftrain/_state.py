@@ -15,107 +15,31 @@ disturb a run.
 from __future__ import annotations
 
 import copy
-import functools
-import os
-import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
-__all__ = ["SchedulerConfig", "TrainState", "apply_to_models"]
+from ._schedulers import (
+    SchedulerConfig,
+    as_scheduler_config,
+    copy_step_tracking,
+    scheduler_configs,
+)
+from ._seed import global_seed
+
+__all__ = ["TrainState", "advance"]
 
 ModelLike = nn.Module | Mapping[str, nn.Module]
 OptimizerLike = torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer]
-
-
-@attrs.frozen(slots=True)
-class SchedulerConfig:
-    """How the loop steps an LR scheduler (Lightning's scheduler dict, as a value).
-
-    Attributes:
-        scheduler: a ``torch.optim.lr_scheduler`` object.
-        interval: "epoch" (stepped at each training epoch's end, Lightning's default)
-            or "step" (after each optimizer step, never on accumulating batches).
-        frequency: step it every ``frequency`` epochs ("epoch"), or on updating
-            batches whose ``(batch_idx + 1) % frequency == 0`` ("step", Lightning's rule).
-        monitor: for ``ReduceLROnPlateau``: the logged metric it is fed.
-        strict: a missing monitor is an error (True) or a warning (False).
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Linear(2, 1)
-        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
-        >>> SchedulerConfig(torch.optim.lr_scheduler.StepLR(opt, 1), interval="step").interval
-        'step'
-    """
-
-    scheduler: Any
-    interval: str = attrs.field(default="epoch")
-    frequency: int = attrs.field(default=1)
-    monitor: str | None = None
-    strict: bool = True
-
-    @interval.validator
-    def _check_interval(self, _: Any, value: str) -> None:
-        if value not in ("epoch", "step"):
-            raise ValueError(f"SchedulerConfig: interval must be 'epoch' or 'step', got {value!r}")
-
-    @frequency.validator
-    def _check_frequency(self, _: Any, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"SchedulerConfig: frequency must be an int >= 1, got {value!r}")
-
-    def __attrs_post_init__(self) -> None:
-        plateau = isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        if plateau and self.monitor is None:
-            raise ValueError(
-                "SchedulerConfig: ReduceLROnPlateau needs monitor=<name of a logged metric>"
-            )
-
-    def state_dict(self) -> dict[str, Any]:
-        """The wrapped scheduler's state."""
-        return dict(self.scheduler.state_dict())
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the wrapped scheduler's state."""
-        self.scheduler.load_state_dict(state)
-
-
-def as_scheduler_config(value: Any) -> SchedulerConfig:
-    """A bare scheduler gets Lightning's defaults: stepped once per epoch.
-
-    Raises:
-        TypeError: a list or tuple (several schedulers go in a mapping), or an object
-            without ``step`` and ``state_dict``.
-    """
-    if isinstance(value, SchedulerConfig):
-        return value
-    if isinstance(value, (list, tuple)):
-        raise TypeError(
-            f"scheduler: got a {type(value).__name__} of {len(value)}; pass one scheduler, or "
-            "a mapping {name: scheduler} for several"
-        )
-    if not (hasattr(value, "step") and hasattr(value, "state_dict")):
-        raise TypeError(
-            f"scheduler: expected an LR scheduler (with step and state_dict), got "
-            f"{type(value).__name__}"
-        )
-    return SchedulerConfig(value)
 
 
 def _models(value: Any) -> list[nn.Module]:
     if isinstance(value, nn.Module):
         return [value]
     return list(value.values())
-
-
-def apply_to_models(value: Any, fn: Any) -> None:
-    """Call ``fn(module)`` on a model or on each model of a mapping."""
-    for module in _models(value):
-        fn(module)
 
 
 def _check_model(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -235,9 +159,7 @@ class TrainState:
         elif isinstance(scheduler, Mapping):
             scheduler = {k: as_scheduler_config(v) for k, v in scheduler.items()}
         if seed is None:
-            # seed_everything(n) sets the run seed of states created after it.
-            env = os.environ.get("FTRAIN_GLOBAL_SEED", os.environ.get("PL_GLOBAL_SEED"))
-            seed = int(env) if env is not None and env.strip().isdigit() else 0
+            seed = global_seed()  # seed_everything(n) sets the run seed of later states
         state = cls(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, seed=seed)
         _check_ownership(state)
         return state
@@ -269,7 +191,7 @@ class TrainState:
             extras=extras,
         )
         for original, cloned in zip(self.schedulers, new.schedulers, strict=True):
-            _track_step_calls(cloned.scheduler, original.scheduler)
+            copy_step_tracking(cloned.scheduler, original.scheduler)
         return new
 
     @property
@@ -289,38 +211,7 @@ class TrainState:
     @property
     def schedulers(self) -> list[SchedulerConfig]:
         """The scheduler(s), each as a ``SchedulerConfig``."""
-        if self.scheduler is None:
-            return []
-        if isinstance(self.scheduler, Mapping):
-            return [as_scheduler_config(s) for s in self.scheduler.values()]
-        return [as_scheduler_config(self.scheduler)]
-
-
-def _track_step_calls(scheduler: Any, original: Any) -> None:
-    """Re-install on a copied optimizer the ``step`` wrapper torch's LR schedulers add.
-
-    Optimizer pickling (hence deepcopy) drops it, and without it the copy's first
-    ``scheduler.step()`` warns that ``optimizer.step()`` was overridden.
-    """
-    opt = getattr(scheduler, "optimizer", None)
-    source = getattr(original, "optimizer", None)
-    if opt is None or source is None or not hasattr(source.step, "_wrapped_by_lr_sched"):
-        return
-    if hasattr(opt.step, "_wrapped_by_lr_sched"):
-        return
-    opt_ref = weakref.ref(opt)
-    func = type(opt).step
-
-    @functools.wraps(func)
-    def step(*args: Any, **kwargs: Any) -> Any:
-        target = opt_ref()
-        target._opt_called = True  # type: ignore[union-attr]
-        return func(target, *args, **kwargs)
-
-    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
-    opt.step = step  # type: ignore[method-assign]
-    if getattr(source, "_opt_called", False):
-        opt._opt_called = True
+        return scheduler_configs(self.scheduler)
 
 
 def _check_ownership(state: TrainState) -> None:
@@ -337,34 +228,37 @@ def _check_ownership(state: TrainState) -> None:
                     )
 
 
-def _make_advance() -> Callable[..., TrainState]:
-    # Generated straight-line code, as attrs generates __init__: one object.__setattr__
-    # per field, so every field of TrainState is carried whatever fields are added.
-    moved = ("step", "micro_step", "batch_idx", "scaler", "extras")
-    lines = ["def advance(state, step, micro_step, batch_idx, scaler, extras):"]
-    lines.append("    if type(state) is not TrainState:")
-    lines.append("        return state.replace(step=step, micro_step=micro_step,")
-    lines.append("                             batch_idx=batch_idx, scaler=scaler, extras=extras)")
-    lines.append("    new = _new(TrainState)")
-    for field in attrs.fields(TrainState):
-        value = field.name if field.name in moved else f"state.{field.name}"
-        lines.append(f"    _set(new, {field.name!r}, {value})")
-    lines.append("    return new")
-    namespace: dict[str, Any] = {
-        "TrainState": TrainState,
-        "_new": object.__new__,
-        "_set": object.__setattr__,
-    }
-    exec("\n".join(lines), namespace)
-    return namespace["advance"]  # type: ignore[no-any-return]
+_new = object.__new__
+_set = object.__setattr__
 
 
-advance: Callable[..., TrainState] = _make_advance()
-advance.__doc__ = """The state after a training step: ``state.replace`` of the step's fields.
+def advance(
+    state: TrainState, step: int, micro_step: int, batch_idx: int, scaler: Any, extras: Any
+) -> TrainState:
+    """The state after a training step: ``state.replace`` of the step's fields.
 
-``advance(state, step, micro_step, batch_idx, scaler, extras)`` equals
-``state.replace(step=..., micro_step=..., batch_idx=..., scaler=..., extras=...)``
-without evolve's generic path and validators (the counters are the caller's
-increments of validated ones): about 1 µs a step instead of 3, and several times
-that in a real loop, where evolve's code is out of the CPU's caches.
-"""
+    ``advance(state, step, micro_step, batch_idx, scaler, extras)`` equals
+    ``state.replace(step=..., micro_step=..., batch_idx=..., scaler=..., extras=...)``
+    without evolve's generic path and validators (the counters are the caller's
+    increments of validated ones): about 1 µs a step instead of 3, and several times
+    that in a real loop, where evolve's code is out of the CPU's caches. Every field
+    is carried by name (``tests/test_state.py`` checks that none is missed).
+    """
+    if type(state) is not TrainState:
+        return state.replace(
+            step=step, micro_step=micro_step, batch_idx=batch_idx, scaler=scaler, extras=extras
+        )
+    new = _new(TrainState)
+    _set(new, "model", state.model)
+    _set(new, "optimizer", state.optimizer)
+    _set(new, "scheduler", state.scheduler)
+    _set(new, "scaler", scaler)
+    _set(new, "step", step)
+    _set(new, "micro_step", micro_step)
+    _set(new, "epoch", state.epoch)
+    _set(new, "batch_idx", batch_idx)
+    _set(new, "epoch_length", state.epoch_length)
+    _set(new, "seed", state.seed)
+    _set(new, "rank", state.rank)
+    _set(new, "extras", extras)
+    return new

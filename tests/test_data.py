@@ -25,16 +25,10 @@ from torch.utils.data import (
     default_collate,
 )
 
-from ftrain._data import (
-    SeededBatchSampler,
-    TensorLoader,
-    batch_size_of,
-    epoch_permutation,
-    loader_length,
-    mix_seed,
-    move_to_device,
-    prepare_loader,
-)
+from ftrain._batch import batch_size_of, move_to_device
+from ftrain._data import TensorLoader, loader_length, prepare_loader
+from ftrain._sampler import SeededBatchSampler, epoch_permutation
+from ftrain._seed import mix_seed
 
 CPU = torch.device("cpu")
 META = torch.device("meta")

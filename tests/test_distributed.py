@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain import _distributed
-from ftrain._distributed import DistEnv, setup_distributed
-from ftrain._launch import ScriptLauncher, SpawnLauncher, free_port
+from ftrain.driver import _distributed
+from ftrain.driver._distributed import DistEnv, setup_distributed
+from ftrain.driver._launch import ScriptLauncher, SpawnLauncher, free_port
 
 SCRIPTS = Path(__file__).parent / "dist_scripts"
 TRAIN = str(SCRIPTS / "train.py")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import ftrain as ft
-import ftrain._progress as progress
+import ftrain.driver._progress as progress
 
 STEPS = 200
 HOST_CALLS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")

@@ -44,7 +44,7 @@ def test_enable_graph_reaches_callbacks_in_fit(tmp_path: Path) -> None:
 
     class Look(ft.Callback):
         def on_train_batch_end(self, metrics: Any, **_: Any) -> None:
-            seen.append((metrics["g"].value.requires_grad, metrics["d"].value.requires_grad))
+            seen.append((metrics["g"].requires_grad, metrics["d"].requires_grad))
 
     x = torch.randn(8, 2)
     ft.fit(_state(), ft.train_step(loss_fn), ft.TensorLoader(x, x.sum(1, keepdim=True), batch_size=4),

@@ -428,7 +428,7 @@ def test_import_is_light() -> None:
         "import sys, torch\n"
         "for m in [m for m in sys.modules if m.split('.')[0] in ('tqdm', 'tensorboard')]:\n"
         "    del sys.modules[m]\n"
-        "import ftrain.loggers, ftrain._progress\n"
+        "import ftrain.loggers, ftrain.driver._progress\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tqdm', 'tensorboard')\n"
         "       or m.startswith('torch.utils.tensorboard')]\n"
         "assert not bad, bad\n"

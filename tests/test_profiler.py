@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import ftrain as ft
-from ftrain._profiler import NullProfiler, SimpleProfiler, make_profiler
+from ftrain.driver._profiler import NullProfiler, SimpleProfiler, make_profiler
 
 
 def _loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -114,7 +114,7 @@ def test_advanced_profiler_writes_a_sorted_cprofile_report(tmp_path: Path) -> No
 
 def test_advanced_profiler_suspends_an_outer_phase() -> None:
     """A phase started inside another pauses the outer one's cProfile and resumes it."""
-    from ftrain._profiler import AdvancedProfiler
+    from ftrain.driver._profiler import AdvancedProfiler
 
     prof = AdvancedProfiler("unused")
     prof.start("validation")

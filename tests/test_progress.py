@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import pytest
 
 from ftrain import _progress
-from ftrain._progress import ProgressBar
+from ftrain.driver._progress import ProgressBar
 
 
 def _counting(values: Mapping[str, float]) -> tuple[Callable[[], Mapping[str, float]], list[int]]:

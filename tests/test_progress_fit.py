@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import ftrain as ft
-import ftrain._progress as progress
+import ftrain.driver._progress as progress
 
 SCRIPT = textwrap.dedent(
     """

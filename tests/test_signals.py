@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ftrain as ft
-from ftrain._signals import StopSignals
+from ftrain.driver._signals import StopSignals
 
 REPO = Path(__file__).resolve().parents[1]
 

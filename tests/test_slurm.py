@@ -22,7 +22,7 @@ import torch
 
 import ftrain as ft
 from ftrain import _slurm
-from ftrain._loop import _hpc_ckpt_path
+from ftrain.driver._resume import hpc_ckpt_path as _hpc_ckpt_path
 
 TRAIN = str(Path(__file__).parent / "dist_scripts" / "train.py")
 STEPS = 10

@@ -185,3 +185,18 @@ def test_create_refuses_a_mapping_optimizer_over_a_foreign_model() -> None:
     }
     with pytest.raises(ValueError, match="optimizer #1 holds a parameter"):
         ft.TrainState.create({"gen": gen, "disc": disc}, opts)
+
+
+def test_advance_carries_every_field() -> None:
+    """advance() equals replace() of the step's fields, for every field of TrainState."""
+    from ftrain._state import advance
+
+    net = torch.nn.Linear(2, 1)
+    state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1), seed=5)
+    state = state.replace(epoch=3, epoch_length=7, rank=1, extras={"a": 1})
+    new = advance(state, 4, 9, 2, None, {"b": 2})
+    expected = state.replace(step=4, micro_step=9, batch_idx=2, scaler=None, extras={"b": 2})
+    for field in attrs.fields(ft.TrainState):
+        assert getattr(new, field.name) is getattr(expected, field.name) or getattr(
+            new, field.name
+        ) == getattr(expected, field.name), field.name

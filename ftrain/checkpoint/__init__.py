@@ -5,23 +5,23 @@ Policies never touch files; the driver folds :class:`Event` values through
 actions with :func:`atomic_save`, and reads files back with :func:`safe_load`.
 """
 
+from ._builders import ModelCheckpoint as ModelCheckpoint
+from ._builders import default_policy as default_policy
+from ._builders import every as every
+from ._builders import last as last
+from ._builders import top_k as top_k
+from ._events import STAGES as STAGES
+from ._events import CheckpointInfo as CheckpointInfo
+from ._events import Delete as Delete
+from ._events import Event as Event
+from ._events import Save as Save
 from ._io import FORMAT_VERSION as FORMAT_VERSION
 from ._io import CheckpointError as CheckpointError
 from ._io import atomic_save as atomic_save
 from ._io import clean_temp_files as clean_temp_files
 from ._io import list_checkpoints as list_checkpoints
 from ._io import safe_load as safe_load
-from ._policy import STAGES as STAGES
-from ._policy import CheckpointInfo as CheckpointInfo
-from ._policy import Delete as Delete
-from ._policy import Event as Event
-from ._policy import ModelCheckpoint as ModelCheckpoint
 from ._policy import Policy as Policy
-from ._policy import Save as Save
-from ._policy import default_policy as default_policy
-from ._policy import every as every
-from ._policy import last as last
-from ._policy import top_k as top_k
 from ._policy import union as union
 from ._template import MissingMetricError as MissingMetricError
 from ._template import format_name as format_name

@@ -34,8 +34,8 @@ import attrs
 import torch
 
 from .._warn import user_stacklevel
+from ._events import CheckpointInfo
 from ._payload import UnloadableValueError, check_payload
-from ._policy import CheckpointInfo
 
 __all__ = [
     "FORMAT_VERSION",

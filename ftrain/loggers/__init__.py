@@ -8,10 +8,10 @@ when a ``TensorBoardLogger`` first writes.
 """
 
 from ._base import Logger as Logger
-from ._base import as_loggers as as_loggers
 from ._csv import CSVLogger as CSVLogger
 from ._jsonl import JSONLinesLogger as JSONLinesLogger
 from ._mlflow import MLFlowLogger as MLFlowLogger
+from ._select import as_loggers as as_loggers
 from ._tensorboard import TensorBoardLogger as TensorBoardLogger
 from ._tensorboard import train_val_layout as train_val_layout
 

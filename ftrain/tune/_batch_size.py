@@ -9,12 +9,13 @@ state is left as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from .._data import _fields, _is_attrs_or_dataclass, batch_size_of, loader_length
+from .._batch import batch_size_of, tensor_bytes
+from .._data import loader_length
 from .._sources import DataFactory
 from .._state import TrainState
 from ._trial import (
@@ -65,24 +66,6 @@ def is_oom_error(exc: BaseException) -> bool:
 
 class _OutOfMemory(Exception):
     """A trial over the ``fits`` bound: treated as running out of memory."""
-
-
-def tensor_bytes(batch: Any) -> int:
-    """Bytes held by the tensors of a nested batch.
-
-    Example:
-        >>> tensor_bytes((torch.zeros(4, 2), {"y": torch.zeros(4, dtype=torch.int64)}))
-        64
-    """
-    if isinstance(batch, torch.Tensor):
-        return batch.nelement() * batch.element_size()
-    if isinstance(batch, Mapping):
-        return sum(tensor_bytes(v) for v in batch.values())
-    if isinstance(batch, (tuple, list)):
-        return sum(tensor_bytes(v) for v in batch)
-    if _is_attrs_or_dataclass(batch) and not isinstance(batch, type):
-        return sum(tensor_bytes(getattr(batch, name)) for name, _, _ in _fields(batch))
-    return 0
 
 
 def _bound(fits: Any) -> tuple[Callable[[int], bool] | None, int | None]:

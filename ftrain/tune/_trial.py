@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .._data import move_to_device
+from .._batch import move_to_device
 from .._state import TrainState
 from .._step import Metrics, TrainStep
 

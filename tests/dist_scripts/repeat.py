@@ -19,7 +19,7 @@ import torch
 torch.set_num_threads(1)
 
 import ftrain as ft  # noqa: E402
-from ftrain._launch import free_port  # noqa: E402
+from ftrain.driver._launch import free_port  # noqa: E402
 
 
 def rank_main(rank: int, port: int) -> None:
@@ -62,7 +62,11 @@ def rank_main(rank: int, port: int) -> None:
 
 def main(runs: int) -> None:
     # What fit imports on first use, imported once here rather than in every child.
-    for module in ("torch.nn.parallel.distributed", "ftrain._distributed", "ftrain._loop"):
+    for module in (
+        "torch.nn.parallel.distributed",
+        "ftrain.driver._distributed",
+        "ftrain.driver._fit",
+    ):
         importlib.import_module(module)
     torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)  # imports torch._dynamo
     gc.freeze()  # the children's collections skip the parent's objects (copy-on-write)

@@ -30,8 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._state import TrainState
-from ._warn import user_stacklevel
+from .._checkpointing import restore, state_payload
+from .._state import TrainState
+from .._warn import user_stacklevel
+from ..checkpoint._io import CheckpointError, atomic_save
 
 __all__ = ["load_sharded", "save_sharded", "shard", "share_actions", "unshard"]
 
@@ -113,9 +115,6 @@ def save_sharded(
     """Every rank writes its shard; then rank 0 commits the ``.ckpt`` file naming them."""
     import torch.distributed.checkpoint as dcp
 
-    from ._checkpointing import state_payload
-    from .checkpoint._io import atomic_save
-
     shards = f"{path}.{env.token}.dcp"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     dcp.save(_content(state, weights_only), checkpoint_id=shards, process_group=env._ctl)
@@ -138,12 +137,8 @@ def load_sharded(state: TrainState, payload: Mapping[str, Any], path: str, env: 
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    from ._checkpointing import restore
-
     shards = os.path.join(os.path.dirname(path), str(payload["sharded"]))
     if not os.path.isdir(shards):
-        from .checkpoint import CheckpointError
-
         raise CheckpointError(f"{path}: its shard folder {shards!r} is missing")
     content = _content(state, bool(payload.get("weights_only")))
     dcp.load(content, checkpoint_id=shards, process_group=env._ctl)

@@ -24,7 +24,11 @@ import tempfile
 import time
 from typing import Any, NoReturn
 
-from ._distributed import DistEnv
+import torch
+
+from .._checkpointing import restore, state_payload
+from ._env import DistEnv
+from ._result import FitResult
 
 __all__ = ["ScriptLauncher", "SpawnLauncher"]
 
@@ -151,16 +155,12 @@ class ScriptLauncher(DistEnv):
 def _spawn_worker(
     rank: int, world: int, port: int, out: str, fn: Any, args: Any, kwargs: Any
 ) -> None:
-    import torch
-
     os.environ.update(_worker_env(rank, world, port))
     # torch.multiprocessing hands tensors over in shared memory: without a copy every
     # rank would update the same parameters.
     state, *rest = args
     result = fn(state.clone(), *rest, **kwargs)
     if rank == 0:
-        from ._checkpointing import state_payload
-
         torch.save(
             {
                 "state": state_payload(result.state),
@@ -185,11 +185,7 @@ class SpawnLauncher(DistEnv):
         self.start_method = start_method
 
     def launch(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        import torch
         import torch.multiprocessing as mp
-
-        from ._checkpointing import restore
-        from ._loop import FitResult
 
         state = args[0]
         if self.start_method == "fork" and torch.cuda.is_initialized():

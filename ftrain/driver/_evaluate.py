@@ -8,6 +8,7 @@ shared by in-fit validation, ``validate`` and ``test``. The public ``validate``,
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
@@ -15,13 +16,21 @@ from typing import Any
 
 import torch
 
-from ._data import batch_size_of, loader_length, move_to_device, prepare_loader
-from ._hooks import call, eval_batch_hooks
-from ._metrics import MetricCollector, to_float
-from ._schedules import limit_batches
-from ._sources import check_eval_data, one_set, refuse_dataset
-from ._state import TrainState
-from ._step import EvalStep
+from .._batch import batch_size_of, cast_floats, move_to_device
+from .._checkpointing import load_checkpoint, restore
+from .._config import FitConfig
+from .._data import loader_length, prepare_loader
+from .._devices import resolve_accelerator, resolve_devices
+from .._hooks import call, eval_batch_hooks
+from .._metrics import MetricCollector, to_float
+from .._precision import parse_precision
+from .._schedules import limit_batches
+from .._sources import check_eval_data, one_set, refuse_dataset
+from .._state import TrainState
+from .._step import EvalStep
+from ..checkpoint._io import atomic_write_obj
+from ..loggers import as_loggers
+from ._resume import find_ckpt, resolve_policies, search_dirs
 
 __all__ = ["eval_mode", "run_eval"]
 
@@ -169,17 +178,12 @@ def floats(values: Mapping[str, tuple[Any, Any]]) -> dict[str, float]:
 
 def _named_checkpoint(name: str, config: Any, checkpoint: Any) -> str:
     """The file that ``ckpt_path="best"``/``"last"`` names for a run under these flags."""
-    import os
-
-    from ._loop import _find_ckpt, _resolve_policies, _search_dirs
-    from .loggers import as_loggers
-
     root = os.fspath(config.default_root_dir or os.getcwd())
-    policies = _resolve_policies(checkpoint, config, True)
+    policies = resolve_policies(checkpoint, config, True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # only the version folders' names are read
         loggers = as_loggers(True, root)
-    path = _find_ckpt(name, _search_dirs(policies, root, loggers), policies)
+    path = find_ckpt(name, search_dirs(policies, root, loggers), policies)
     if path is None:
         raise ValueError(f"ckpt_path={name!r}: no checkpoint found under {root!r}")
     return path
@@ -188,9 +192,6 @@ def _named_checkpoint(name: str, config: Any, checkpoint: Any) -> str:
 def _setup_eval(
     state: TrainState, flags: Mapping[str, Any], ckpt_path: Any, checkpoint: Any = None
 ) -> tuple[TrainState, torch.device, Any]:
-    from ._config import FitConfig
-    from ._devices import resolve_accelerator, resolve_devices
-
     flags = dict(flags)
     checkpoint = flags.pop("checkpoint", checkpoint)
     unknown = sorted(set(flags) - set(FitConfig.flag_names()))
@@ -209,8 +210,6 @@ def _setup_eval(
     if ckpt_path in ("best", "last"):
         ckpt_path = _named_checkpoint(str(ckpt_path), config, checkpoint)
     if ckpt_path is not None:
-        from ._checkpointing import load_checkpoint, restore
-
         payload = load_checkpoint(ckpt_path, map_location=device)
         state = restore(
             state.replace(optimizer=None, scheduler=None), {**payload, "weights_only": True}
@@ -254,8 +253,6 @@ def _evaluate_run(
     config: Any,
     callbacks: Sequence[Any],
 ) -> dict[str, float]:
-    from ._precision import parse_precision
-
     call(callbacks, f"on_{hook_stage}_start", state=state)
     call(callbacks, f"on_{hook_stage}_epoch_start", state=state)
     if (
@@ -385,8 +382,6 @@ def predict(
     finally:
         call(callbacks, "teardown", stage="predict", state=state)
     if output_path is not None:
-        from .checkpoint._io import atomic_write_obj
-
         atomic_write_obj(move_to_device(outputs, torch.device("cpu")), output_path)
     return outputs if return_predictions else None
 
@@ -400,8 +395,6 @@ def _predict_run(
     keep: bool,
     callbacks: Sequence[Any],
 ) -> list[Any]:
-    from ._precision import parse_precision
-
     precision = parse_precision(config.precision)
     hooks = eval_batch_hooks(callbacks, "predict")
     n = limit_batches(loader_length(data), config.limit_predict_batches, "limit_predict_batches")
@@ -415,8 +408,6 @@ def _predict_run(
                 break
             batch = move_to_device(batch, device)
             if precision.param_dtype is not None:
-                from ._precision import cast_floats
-
                 batch = cast_floats(batch, precision.param_dtype)
             if hooks is not None:
                 hooks("start", state=state, batch=batch, batch_idx=i)

@@ -61,9 +61,7 @@ without an active exception"). ``tests/dist_scripts/repeat.py`` checks it.
 from __future__ import annotations
 
 import gc
-import glob
 import os
-import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -71,153 +69,22 @@ from typing import Any
 
 import torch
 
-from ._config import FitConfig, split_strategy
-from ._rank_state import gather_partial_grads, own_partial_grads
-from ._slurm import export_launch_env
-from ._state import TrainState
-from ._warn import user_stacklevel
+from .._checkpointing import unwrap
+from .._config import FitConfig, split_strategy
+from .._devices import parse_devices, resolve_accelerator, resolve_devices
+from .._rank_state import gather_partial_grads, own_partial_grads
+from .._slurm import export_launch_env
+from .._state import TrainState
+from .._warn import user_stacklevel
+from ._env import DistEnv, Mirror
+from ._fsdp import load_sharded, save_sharded, shard, share_actions, unshard
+from ._launch import ScriptLauncher, SpawnLauncher
+from ._sync import reduce_epoch_values, reduce_step_values
 
 __all__ = ["DistEnv", "setup_distributed"]
 
 # What torchrun (and ftrain's own launcher) sets for each worker.
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
-
-
-class DistEnv:
-    """One process: every collective is a no-op."""
-
-    rank = 0
-    local_rank = 0
-    world_size = 1
-    launched_here = False
-    restarted = False
-    sharded = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def device(self, accelerator: str) -> torch.device:
-        if accelerator == "cuda":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device(accelerator)
-
-    def launch(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
-
-    def loggers(self, loggers: list[Any]) -> list[Any]:
-        """The loggers this rank drives: the real ones on rank 0, mirrors elsewhere."""
-        return loggers
-
-    def share(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` computed on rank 0 and sent to every rank (its exception raised on all)."""
-        return fn()
-
-    def share_logger_dirs(self, loggers: list[Any]) -> None:
-        """Give the mirrors rank 0's logger versions and folders."""
-
-    def wrap(self, state: TrainState, step: Any) -> TrainState:
-        return state
-
-    def unwrap(self, state: TrainState) -> TrainState:
-        return state
-
-    def barrier(self) -> None:
-        return None
-
-    def agree(self, flags: tuple[bool, ...], step: int, *, now: bool = False) -> tuple[bool, ...]:
-        """The flags every rank acts on: OR over ranks at agreement points, else all False."""
-        return flags
-
-    def reduce_step_values(self, values: dict[str, Any], collector: Any) -> dict[str, Any]:
-        return values
-
-    def reduce_epoch_values(self, collector: Any) -> None:
-        """Reduce a collector's epoch accumulators across ranks, before it finalizes them."""
-
-    def share_actions(self, actions: list[Any]) -> list[Any]:
-        """The checkpoint actions to carry out (FSDP: rank 0's, since every rank writes)."""
-        return actions
-
-    def with_rank_state(
-        self, state: TrainState, extra: Callable[[], dict[str, Any]]
-    ) -> Callable[[], dict[str, Any]]:
-        """``extra`` plus what differs per rank (DDP: partial gradients inside a window).
-
-        Called on every rank at the same checkpoint events (never per step).
-        """
-        return extra
-
-    def save_checkpoint(
-        self,
-        state: TrainState,
-        path: str,
-        extra: Callable[[], dict[str, Any]],
-        *,
-        weights_only: bool,
-        overwrite: bool = True,
-    ) -> None:
-        """Write ``state`` and ``extra()`` to ``path`` (rank 0 only); ``overwrite=False``
-        raises ``FileExistsError`` rather than replace a file."""
-        if not self.is_main:
-            return
-        from ._checkpointing import state_payload
-        from .checkpoint._io import atomic_save
-
-        payload = state_payload(state, weights_only=weights_only)
-        payload.update(extra())
-        atomic_save(payload, path, overwrite=overwrite)
-
-    def link_checkpoint(self, target: str, path: str) -> bool:
-        """Make ``path`` a link to the checkpoint ``target`` (rank 0); False: write instead."""
-        if not self.is_main:
-            return True
-        from .checkpoint._io import link_checkpoint
-
-        return link_checkpoint(target, path)
-
-    def remove_checkpoint(self, path: str) -> None:
-        """Delete a checkpoint file and its shard folders (rank 0 only)."""
-        if not self.is_main:
-            return
-        if os.path.lexists(path):  # a link is removed, never its target
-            os.remove(path)
-        for shards in glob.glob(glob.escape(path) + ".*.dcp"):
-            shutil.rmtree(shards, ignore_errors=True)
-
-    def restore(self, state: TrainState, payload: Mapping[str, Any], path: str) -> TrainState:
-        """Load a checkpoint's payload into the (wrapped) state."""
-        from ._checkpointing import restore
-
-        return restore(state, payload, name=path)
-
-    def teardown(self) -> None:
-        return None
-
-
-class _Mirror:
-    """A logger on a rank other than 0: rank 0's names and folders; it writes nothing."""
-
-    def __init__(self, logger: Any) -> None:
-        self.name = getattr(logger, "name", None)
-        self.save_dir = getattr(logger, "save_dir", None)
-        self.version: int | str | None = None
-        self.log_dir: str | None = None
-
-    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
-        pass
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        pass
-
-    def resume(self, version: int | str, step: int) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def finalize(self, status: str) -> None:
-        pass
 
 
 def _dist() -> Any:
@@ -298,7 +165,7 @@ class _Group(DistEnv):
         return value
 
     def loggers(self, loggers: list[Any]) -> list[Any]:
-        return loggers if self.is_main else [_Mirror(lg) for lg in loggers]
+        return loggers if self.is_main else [Mirror(lg) for lg in loggers]
 
     def share_logger_dirs(self, loggers: list[Any]) -> None:
         dirs = [(lg.version, lg.log_dir) for lg in loggers] if self.is_main else None
@@ -311,8 +178,6 @@ class _Group(DistEnv):
 
     def wrap(self, state: TrainState, step: Any) -> TrainState:
         if self.sharded:
-            from ._fsdp import shard
-
             return shard(state, step, self).replace(rank=self.rank)
         from torch.nn.parallel import DistributedDataParallel
 
@@ -336,11 +201,7 @@ class _Group(DistEnv):
 
     def unwrap(self, state: TrainState) -> TrainState:
         if self.sharded:
-            from ._fsdp import unshard
-
             return unshard(state)
-        from ._checkpointing import unwrap
-
         model = state.model
         plain = (
             {k: unwrap(m) for k, m in model.items()}
@@ -365,13 +226,9 @@ class _Group(DistEnv):
     # metrics --------------------------------------------------------------------------
 
     def reduce_step_values(self, values: dict[str, Any], collector: Any) -> dict[str, Any]:
-        from ._sync import reduce_step_values
-
         return reduce_step_values(values, collector, self._ctl, self.world_size)
 
     def reduce_epoch_values(self, collector: Any) -> None:
-        from ._sync import reduce_epoch_values
-
         reduce_epoch_values(collector, self._ctl, self.world_size)
 
     # checkpoints ----------------------------------------------------------------------
@@ -394,8 +251,6 @@ class _Group(DistEnv):
     def share_actions(self, actions: list[Any]) -> list[Any]:
         if not self.sharded:
             return actions
-        from ._fsdp import share_actions
-
         return share_actions(actions, self)
 
     def save_checkpoint(
@@ -412,8 +267,6 @@ class _Group(DistEnv):
                 state, path, extra, weights_only=weights_only, overwrite=overwrite
             )
             return
-        from ._fsdp import save_sharded
-
         save_sharded(state, path, extra, weights_only=weights_only, env=self)
 
     def link_checkpoint(self, target: str, path: str) -> bool:
@@ -422,8 +275,6 @@ class _Group(DistEnv):
 
     def restore(self, state: TrainState, payload: Mapping[str, Any], path: str) -> TrainState:
         if payload.get("sharded") is not None and self.sharded:
-            from ._fsdp import load_sharded
-
             return load_sharded(state, payload, path, self)
         payload = own_partial_grads(payload, self.rank, self.world_size)
         return super().restore(state, payload, path)
@@ -475,8 +326,6 @@ def _launched() -> bool:
 
 def _check_launch(config: FitConfig, world: int) -> None:
     """num_nodes and devices against what torchrun started."""
-    from ._devices import parse_devices
-
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if world % local:
         raise ValueError(f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE={local}")
@@ -516,8 +365,6 @@ def setup_distributed(config: FitConfig) -> DistEnv:
             not started by a launcher, nccl without CUDA, several devices with
             ``strategy="single_device"``.
     """
-    from ._devices import resolve_accelerator, resolve_devices
-
     strategy, unused = split_strategy(config.strategy)
     if unused is not None and unused != config.find_unused_parameters:
         config = config.replace(find_unused_parameters=unused)
@@ -559,8 +406,6 @@ def setup_distributed(config: FitConfig) -> DistEnv:
         )
     if accelerator == "mps":
         raise ValueError("several MPS devices are not supported; use devices=1")
-    from ._launch import ScriptLauncher, SpawnLauncher
-
     if strategy == "ddp_spawn":
         return SpawnLauncher(count)
     if strategy in ("ddp_fork", "ddp_notebook"):

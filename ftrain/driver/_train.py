@@ -1,0 +1,469 @@
+"""The training fold of ``fit``: epochs of batches, with validation, logging and checkpoints.
+
+The decisions are the pure loop parts of ``ftrain.loop`` (stop conditions, the
+validation interval, batch positions, the checkpoint reducer); ``Run`` carries out
+their effects. Between log, validation and checkpoint points a batch costs the step
+itself plus integer bookkeeping.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .._batch import move_to_device
+from .._data import TensorLoader, loader_length
+from .._errors import note_position
+from .._hooks import batch_start, eval_batch_hooks
+from .._prefetch import Prefetcher
+from .._schedulers import step_epoch_schedulers
+from .._schedules import limit_batches
+from .._seed import ambient_epoch, rng_states, set_rng_states
+from .._slurm import requeue_signals
+from .._sources import ValidationData
+from .._state import TrainState
+from .._stateful import LoaderPosition
+from .._warn import user_stacklevel
+from ..loop import Position, StopConditions, ValInterval, batches, epoch_batches
+from ._evaluate import eval_sources, floats, run_eval
+from ._run import LazyFloats, Run
+from ._signals import StopSignals
+from ._wiring import BatchSize, DataSource, restore_modes
+
+__all__ = ["TrainLoop"]
+
+
+class TrainLoop:
+    """One ``fit`` run's fold over its epochs, with the loop state a resume restores."""
+
+    def __init__(
+        self,
+        run: Run,
+        step: Any,
+        val_step: Any,
+        train: DataSource,
+        val: ValidationData,
+        stop: StopConditions,
+        interval: ValInterval | None,
+        train_modes: list[Any],
+        resumed_loop: dict[str, Any],
+    ) -> None:
+        self.run, self.config, self.dist = run, run.config, run.dist
+        self.step, self.val_step, self.train, self.val = step, val_step, train, val
+        self.stop, self.interval, self.train_modes = stop, interval, train_modes
+        self.fast = self.config.fast_dev_batches
+        self.total_batch_idx = int(resumed_loop.get("total_batch_idx", 0))
+        run.val_log_step = int(resumed_loop.get("val_log_step", 0))
+        self.epoch_done = bool(resumed_loop.get("epoch_done"))
+        self.interrupted = False
+        self.signal: str | None = None
+        self.deferred: list[tuple[str, dict[str, Any]]] = []
+        self.next_val = 0.0
+        self.batch_size = BatchSize()
+        self.warned_few_batches = False
+        val.runs = int(resumed_loop.get("val_runs", 0))
+        self.position = LoaderPosition()  # a stateful training loader's saved position
+        self.position.restore(resumed_loop.get("data"))
+        self.requeue_on = requeue_signals(
+            self.config.slurm_auto_requeue, self.config.slurm_requeue_signal
+        )
+        self.iterator: Any = None
+        self.at = (0, 0)  # (epoch, batch index) of the batch in hand, for error notes
+
+    # the fold ----------------------------------------------------------------------
+
+    def fit(self, state: TrainState) -> TrainState:
+        """Train from ``state`` until a stop condition; the final state."""
+        run = self.run
+        if self.interval is not None and self.interval.seconds is not None:
+            self.next_val = run.elapsed() + self.interval.seconds
+        epoch, start = state.epoch, state.batch_idx
+        if self.epoch_done:
+            epoch, start = epoch + 1, 0
+        with StopSignals(extra=self.requeue_on) as signals:
+            try:
+                while True:
+                    if self.stop.reached(epoch=epoch, step=state.step):
+                        steps = self.stop.steps_reached(state.step)
+                        run.end_reason = "max_steps" if steps else None
+                        break
+                    if self._stop_before_epoch(signals, epoch, state.step):
+                        break
+                    state, ended = self._epoch(state, epoch, start, signals)
+                    start = 0
+                    if ended is None or self.interrupted:
+                        break
+                    epoch += 1
+                    state = state.replace(epoch=epoch, batch_idx=0)
+                    if ended:
+                        break
+            except BaseException as exc:
+                note_position(exc, epoch=self.at[0], batch_idx=self.at[1], step=state.step)
+                self._close_iterator()
+                run.fail(state, exc)
+                raise
+            self.signal = signals.requested
+        return state
+
+    def _stop_before_epoch(self, signals: StopSignals, epoch: int, step: int) -> bool:
+        # Every rank agrees here, after the epoch-end callbacks (early stopping);
+        # max_time is rank 0's clock.
+        run = self.run
+        signalled, request, timed_out = self.dist.agree(
+            (
+                signals.requested is not None,
+                run.stop_requested,
+                self.dist.is_main and self.stop.out_of_time(run.elapsed()),
+            ),
+            step,
+            now=True,
+        )
+        if signalled:
+            self.interrupted = True
+            return True
+        if timed_out:
+            # max_time is a stop request: min_epochs/min_steps hold it off (Lightning).
+            run.stop_requested = request = True
+            run.stop_cause = run.stop_cause or "max_time"
+        if request and self.stop.may_stop(epochs_done=epoch, step=step):
+            run.end_reason = run.stop_cause
+            return True
+        return False
+
+    def _loader(self, state: TrainState, epoch: int, start: int) -> tuple[Any, int | None]:
+        source = self.train.at(epoch)
+        if self.config.randomness == "ambient" and not isinstance(source, TensorLoader):
+            loader = ambient_epoch(source, epoch, start)
+        else:
+            loader = self.position.prepare(
+                source,
+                seed=state.seed,
+                epoch=epoch,
+                skip_batches=start,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size if self.config.use_distributed_sampler else 1,
+                processes=self.dist.world_size,
+            )
+        # The length of this rank's shard (the prepared loader's), not the dataset's.
+        n = epoch_batches(loader_length(loader), self.config.limit_train_batches, self.fast)
+        if n and self.interval is not None:
+            self.interval.check_batch(n)  # a bad interval fails before the first batch
+        self._warn_few_batches(n)
+        return loader, n
+
+    def _warn_few_batches(self, n: int | None) -> None:
+        log_every = self.config.log_every_n_steps
+        if (
+            self.warned_few_batches
+            or n is None
+            or not self.run.loggers
+            or not self.dist.is_main
+            or not 0 < n < log_every
+            or self.stop.max_steps != -1
+        ):
+            return
+        self.warned_few_batches = True
+        warnings.warn(
+            f"log_every_n_steps={log_every} is more than the {n} training batches of an "
+            "epoch: step metrics are logged rarely; set a lower value",
+            RuntimeWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+    def _epoch(
+        self, state: TrainState, epoch: int, start: int, signals: StopSignals
+    ) -> tuple[TrainState, bool | None]:
+        """One epoch; (state, stop after it), or None for "stop now, without its end"."""
+        run, profiler = self.run, self.run.profiler
+        self.at = (epoch, start)
+        loader, n = self._loader(state, epoch, start)
+        if n == 0:
+            run.end_reason = "no_data"
+            return state, None
+        state = state.replace(epoch=epoch, batch_idx=start, epoch_length=n)
+        restore_modes(self.train_modes)
+        if run.call("on_train_epoch_start", state=state):
+            run.stop_requested = True
+        run.bar.train_epoch_start(epoch, n)
+        prefetch = self.config.prefetch
+        # A TensorLoader's batches are slices of its tensors: already on the device.
+        on_device = (prefetch and run.device.type == "cuda") or (
+            isinstance(loader, TensorLoader) and all(t.device == run.device for t in loader.tensors)
+        )
+        self.iterator = Prefetcher(loader, run.device, prefetch) if prefetch else iter(loader)
+        batch_idx, is_last, stopped, skipped = start, False, False, False
+        source = batches(self.iterator, n, start)
+        profiling = profiler.enabled
+        while n is None or batch_idx < n:
+            if profiling:
+                profiler.start("data")
+            item = next(source, None)
+            if item is None:
+                profiler.stop("data")
+                break
+            _, batch, is_last = item
+            if is_last and n is None:
+                state = state.replace(epoch_length=batch_idx + 1)
+            if not on_device:
+                batch = move_to_device(batch, run.device)
+            if profiling:
+                profiler.stop("data")
+            if run.callbacks:
+                stop, skipped = batch_start(
+                    run.callbacks, state=state, batch=batch, batch_idx=batch_idx
+                )
+                run.stop_requested = run.stop_requested or stop
+                if skipped:  # -1: the rest of this epoch is skipped, as Lightning
+                    break
+            self.at = (epoch, batch_idx)
+            pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
+            state, stopped = self._batch(state, batch, pos, signals)
+            batch_idx += 1
+            if stopped:
+                break
+        self._close_iterator()
+        if self.interrupted:
+            return state, None
+        if batch_idx == start == 0 and not skipped:
+            # Without this, an exhausted one-shot iterator would spin through empty
+            # epochs until max_epochs (forever with max_steps alone).
+            warnings.warn(
+                f"fit: the training data yielded no batches in epoch {epoch}; stopping. "
+                "A one-shot iterator (e.g. a generator) is exhausted after one pass: "
+                "pass a re-iterable object, or a factory epoch -> iterable",
+                RuntimeWarning,
+                stacklevel=user_stacklevel(),
+            )
+            run.end_reason = "no_data"
+            return state, None
+        # End of the epoch, also when a limit stopped it mid-way (as Lightning): the
+        # epoch counts as done and a resume starts the next one.
+        return self._end_epoch(state, epoch, batch_idx, whole=not stopped or is_last), stopped
+
+    def _batch(
+        self, state: TrainState, batch: Any, pos: Position, signals: StopSignals
+    ) -> tuple[TrainState, bool]:
+        """Train on one batch and act on what is due after it; (state, stop the epoch)."""
+        run, profiler = self.run, self.run.profiler
+        before = state.step
+        lrs_used = run.step_learning_rates(state, before + 1)
+        if profiler.enabled:
+            profiler.start("step")
+            state, metrics = self.step(state, batch)
+            profiler.stop("step")
+            profiler.step()
+        else:
+            state, metrics = self.step(state, batch)
+        if state.micro_step == 0 or state.batch_idx != pos.batch_idx + 1:
+            raise TypeError(
+                "fit: the train step did not advance state.micro_step/batch_idx; wrap a "
+                "hand-written step with ftrain.custom_step"
+            )
+        stepped = state.step != before
+        self.batch_size.batch = batch
+        run.train.update(metrics, self.batch_size)
+        run.epoch_fresh = False
+        if run.callbacks and run.call(
+            "on_train_batch_end",
+            state=state,
+            metrics=run.plain(metrics),
+            batch=batch,
+            batch_idx=pos.batch_idx,
+        ):
+            run.stop_requested = True
+        stopping, val_due = self._agree_after_batch(state, pos.epoch, signals)
+        log_step = state.step - 1 if stepped else state.step
+        if stepped and run.step_log_due(state.step, stopping):
+            run.log_step_values(state, pos.epoch, log_step, lrs_used)
+            run.bar.log_point(pos.batch_idx, state.step, run.train_bar_values)
+        run.bar.train_batch_end(pos.batch_idx, run.train_bar_values)
+        self.total_batch_idx += 1
+        # A checkpoint due at the epoch's last batch is written after the epoch's end
+        # (its logs, callbacks, schedulers): a resume from it then starts the next
+        # epoch and never logs the epoch's values twice.
+        max_steps = self.stop.steps_reached(state.step)
+        ends_epoch = not self.interrupted and (pos.is_last or stopping or max_steps)
+        if self._validation_due(pos, stopping, val_due):
+            self._validate(state, log_step, pos.epoch, defer=ends_epoch)
+            restore_modes(self.train_modes)
+            # A stop asked for by this validation (early stopping) ends the epoch
+            # after this batch, as Lightning's should_stop does. The metrics are
+            # reduced across ranks, so every rank decides alike.
+            if not stopping and run.stop_requested and self._may_stop(pos.epoch, state):
+                stopping = ends_epoch = True
+        if stepped and run.checkpoints_on:
+            if ends_epoch:
+                self.deferred.append(("train_step", run.callback_metrics()))
+            else:
+                run.checkpoint("train_step", state, self.payload(state, False))
+        if stopping or max_steps:
+            run.end_reason = run.stop_cause if stopping else "max_steps"
+        return state, stopping or max_steps
+
+    def _close_iterator(self) -> None:
+        if isinstance(self.iterator, Prefetcher):
+            self.iterator.close()
+
+    def _may_stop(self, epoch: int, state: TrainState) -> bool:
+        return self.stop.may_stop(epochs_done=epoch, step=state.step)
+
+    def _agree_after_batch(
+        self, state: TrainState, epoch: int, signals: StopSignals
+    ) -> tuple[bool, bool]:
+        """(stop after this batch, a time-based validation is due), as all ranks agree.
+
+        A stop request (signal, time, callback) ends the run after this batch; across
+        processes, after the first batch where the ranks agree on it (every
+        agree_every_n_batches batches; max_time is rank 0's clock).
+        """
+        run, main = self.run, self.dist.is_main
+        seconds = None if self.interval is None else self.interval.seconds
+        signalled, request, timed_out, val_due = self.dist.agree(
+            (
+                signals.requested is not None,
+                run.stop_requested,
+                main and self.stop.out_of_time(run.elapsed()),
+                main and seconds is not None and run.elapsed() >= self.next_val,
+            ),
+            state.micro_step,
+        )
+        if signalled:
+            self.interrupted = True
+        if timed_out:
+            run.stop_requested = True
+            run.stop_cause = run.stop_cause or "max_time"
+        stopping = self.interrupted or ((request or timed_out) and self._may_stop(epoch, state))
+        if val_due and seconds is not None:
+            self.next_val = run.elapsed() + seconds
+        return stopping, val_due
+
+    def _validation_due(self, pos: Position, stopping: bool, time_due: bool) -> bool:
+        if self.interval is None or self.interrupted:
+            return False
+        return self.interval.due(pos, stopping=stopping, time_due=time_due)
+
+    def _end_epoch(self, state: TrainState, epoch: int, batch_idx: int, whole: bool) -> TrainState:
+        run = self.run
+        self.dist.reduce_epoch_values(run.train)  # sync_dist sums and weights, all ranks
+        values = run.end_train_epoch(state, epoch)
+        metrics = LazyFloats(run.callback_metrics())
+        if run.call("on_train_epoch_end", state=state, metrics=metrics):
+            run.stop_requested = True
+        run.log_callback_values(epoch, max(state.step - 1, 0))
+        if whole:
+            # Epoch-interval schedulers step only after a whole epoch (Lightning: not
+            # when max_steps or a stop request cut the epoch short).
+            step_epoch_schedulers(state.schedulers, metrics, epoch)
+        run.show_epoch_end(values, state.step)
+        state = state.replace(batch_idx=batch_idx)
+        run.profiler.start("checkpoint")
+        for stage, metrics_then in self.deferred:
+            run.checkpoint(stage, state, self.payload(state, True), metrics_then)
+        self.deferred.clear()
+        run.checkpoint("train_epoch_end", state, self.payload(state, True))
+        run.profiler.stop("checkpoint")
+        return state
+
+    # validation --------------------------------------------------------------------
+
+    def _eval_total(self, data: Any) -> int | None:
+        total = (
+            None
+            if eval_sources(data) is not None
+            else limit_batches(
+                loader_length(data), self.config.limit_val_batches, "limit_val_batches"
+            )
+        )
+        if self.fast:
+            total = self.fast if total is None else min(total, self.fast)
+        return total
+
+    def _validate(self, state: TrainState, log_step: int, epoch: int, defer: bool) -> None:
+        run = self.run
+        run.call("on_validation_start", state=state)
+        run.profiler.start("validation")
+        data = self.val.get(epoch)
+        run.bar.eval_start("Validation", self._eval_total(data))
+        run.call("on_validation_epoch_start", state=state)
+        values, _, _ = run_eval(
+            state,
+            self.val_step,
+            data,
+            stage="validate",
+            limit=self.config.limit_val_batches,
+            device=run.device,
+            seed=state.seed,
+            epoch=epoch,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            max_batches=self.fast or None,
+            on_batch=run.eval_batch_done,
+            reduce=self.dist.reduce_epoch_values,
+            use_sampler=self.config.use_distributed_sampler,
+            on_step_values=run.log_eval_step if run.loggers else None,
+            hooks=eval_batch_hooks(run.callbacks, "validation"),
+        )
+        run.profiler.stop("validation")
+        numbers = floats(values) if values else {}
+        run.call("on_validation_epoch_end", state=state, metrics=dict(numbers))
+        run.end_validation(values, numbers, epoch, log_step)
+        if run.call("on_validation_end", state=state, metrics=LazyFloats(run.callback_metrics())):
+            run.stop_requested = True
+        run.log_callback_values(epoch, log_step)
+        if defer:
+            if run.checkpoints_on:
+                self.deferred.append(("validation_end", run.callback_metrics()))
+            return
+        run.profiler.start("checkpoint")
+        run.checkpoint("validation_end", state, self.payload(state, False))
+        run.profiler.stop("checkpoint")
+
+    def sanity_check(self, state: TrainState, steps: int) -> None:
+        """Lightning's sanity validation: ``steps`` batches (-1: all), results dropped."""
+        run = self.run
+        # A pass a hand loop does not have takes nothing from the user's random streams.
+        ambient = rng_states()
+        data = self.val.get(state.epoch, sanity=True)
+        run.call("on_sanity_check_start", state=state)
+        run.bar.eval_start("Sanity check", None if steps < 0 else steps)
+        run_eval(
+            state,
+            self.val_step,
+            data,
+            stage="validate",
+            limit=self.config.limit_val_batches,
+            device=run.device,
+            seed=state.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            max_batches=None if steps < 0 else steps,
+            on_batch=run.eval_batch_done,
+            use_sampler=self.config.use_distributed_sampler,
+        )
+        set_rng_states(ambient)
+        run.bar.eval_end(None)
+        run.call("on_sanity_check_end", state=state)
+
+    # checkpoint payload ---------------------------------------------------------------
+
+    def payload(self, state: TrainState, epoch_done: bool) -> Callable[[], dict[str, Any]]:
+        """What a checkpoint stores besides the state, built only when one is written."""
+
+        def build() -> dict[str, Any]:
+            out = self.run.payload(
+                state,
+                {
+                    "total_batch_idx": self.total_batch_idx,
+                    "val_log_step": self.run.val_log_step,
+                    "val_runs": self.val.runs,
+                    "data": self.position.saved(state.batch_idx, epoch_done),
+                    "epoch_done": epoch_done,
+                    "run_id": self.run.writer.claim.run_id,
+                    "lineage": self.run.writer.lineage,
+                },
+            )
+            self.run.call("on_save_checkpoint", state=state, checkpoint=out)
+            return out
+
+        return build

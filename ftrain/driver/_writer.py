@@ -1,0 +1,167 @@
+"""The checkpoint writer: carries out a checkpoint reducer's decisions on files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from .._rundir import (
+    NameTaken,
+    RunClaim,
+    fresh_policy_state,
+    others_alive,
+    owned_names,
+    split_by_lineage,
+    with_foreign,
+)
+from .._state import TrainState
+from ..checkpoint import CheckpointInfo, Delete, Save, clean_temp_files, list_checkpoints
+from ..loop import CheckpointReducer, checkpoint_event
+from ._env import DistEnv
+
+__all__ = ["CheckpointWriter", "announce"]
+
+
+class CheckpointWriter:
+    """A reducer's states and folders; writes and deletes the files it decides on."""
+
+    def __init__(self, reducer: CheckpointReducer, dist: DistEnv) -> None:
+        self.reducer = reducer
+        self.dist = dist
+        self.states: list[Any] = reducer.init()
+        self.dirs: list[str] = []
+        self.last_saved: str | None = None
+        self.resumed_from: str | None = None  # a path the user named is never deleted
+        self.created: set[str] = set()  # checkpoint paths this run wrote
+        self.claim = RunClaim()  # this run's locks in its checkpoint folders
+        self.lineage = [self.claim.run_id]  # this run's id after those it continues
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.reducer.policies)
+
+    def report(
+        self,
+        stage: str,
+        state: TrainState,
+        metrics: Callable[[], Mapping[str, Any]],
+        elapsed: float,
+        extra: Callable[[], dict[str, Any]],
+        loggers: Sequence[Any],
+        bar: Any,
+    ) -> None:
+        """Fold one event through the reducer and carry out its actions."""
+        if stage == "train_step" and not self.reducer.may_act(self.states, stage):
+            return  # the per-step fast path: no event, no metric mapping built
+        event = checkpoint_event(
+            stage,
+            step=state.step,
+            epoch=state.epoch,
+            batch_idx=state.batch_idx,
+            elapsed=elapsed,
+            metrics=metrics(),
+        )
+        for i, policy in enumerate(self.reducer.policies):
+            while True:
+                before = self.states[i]
+                self.states[i], actions = policy.update(before, event)
+                try:
+                    self._apply(i, actions, state, extra, loggers, bar, owned_names(before))
+                    break
+                except NameTaken as taken:  # another run wrote that name meanwhile
+                    self.states[i] = with_foreign(before, [taken.name])
+
+    def _apply(
+        self,
+        i: int,
+        actions: Sequence[Save | Delete],
+        state: TrainState,
+        extra: Callable[[], dict[str, Any]],
+        loggers: Sequence[Any],
+        bar: Any,
+        owned: set[str],
+    ) -> None:
+        # Under FSDP every rank writes its shard, so every rank carries out rank 0's
+        # decision; otherwise rank 0 alone writes and no collective is needed.
+        actions = self.dist.share_actions(list(actions))
+        policy = self.reducer.policies[i]
+        saves = [a for a in actions if isinstance(a, Save)]
+        if saves and self.dist.is_main:
+            # A resume keeps the logged rows below the checkpoint's step and replays the
+            # rest, so everything logged so far must be on disk before the file commits.
+            for lg in loggers:
+                lg.flush()
+        for action in saves:
+            path = os.path.join(self.dirs[i], action.name)
+            linked = action.link_to is not None and self.dist.link_checkpoint(
+                os.path.join(self.dirs[i], action.link_to), path
+            )
+            if not linked:
+                # A name this run does not own yet is a new file: never replace one on disk.
+                mine = action.name in owned or path in self.created
+                try:
+                    self.dist.save_checkpoint(
+                        state,
+                        path,
+                        partial(_with_info, extra, action.info),
+                        weights_only=policy.save_weights_only,
+                        overwrite=mine,
+                    )
+                except FileExistsError:
+                    raise NameTaken(action.name) from None
+            self.created.add(path)
+            self.last_saved = path
+            if policy.verbose and self.dist.is_main:
+                info = action.info
+                score = "" if info.score is None else f" (score {info.score:.6g})"
+                announce(bar, f"Epoch {info.epoch}, global step {info.step}: saving {path}{score}")
+        for deletion in actions:
+            if isinstance(deletion, Delete):
+                path = os.path.join(self.dirs[i], deletion.name)
+                if path != self.resumed_from:
+                    self.dist.remove_checkpoint(path)
+
+    def start_fresh(self, *, warn: bool) -> None:
+        """The states of a run that does not resume (files already in a folder are foreign)."""
+        self.states = [
+            fresh_policy_state(p, d, warn=warn)
+            for p, d in zip(self.reducer.policies, self.dirs, strict=True)
+        ]
+
+    def recover(self, saved: Sequence[Any] | None) -> None:
+        """Rebuild the reducer's states from the files on disk (after a crash they decide)."""
+        files: list[list[CheckpointInfo]] = []
+        existing: list[list[str]] = []
+        for d in self.dirs:
+            infos: list[Any] = []
+            others: list[str] = []
+            if os.path.isdir(d):
+                # A temp file of a run still writing into this folder is not debris.
+                if self.dist.is_main and not others_alive(d, self.claim.run_id):
+                    clean_temp_files(d)
+                infos, others = split_by_lineage(d, list_checkpoints(d), self.lineage[:-1])
+            files.append(infos)
+            existing.append(others)
+        self.states = self.reducer.recover(saved, files, existing)
+
+    def best_and_last(self) -> tuple[str | None, float | None, str | None]:
+        """The first policy's best file and score, and the newest file written."""
+        best = self.reducer.best(self.states)
+        if best is None:
+            return None, None, self.last_saved
+        i, name, score = best
+        return os.path.join(self.dirs[i], name), score, self.last_saved
+
+
+def _with_info(extra: Callable[[], dict[str, Any]], info: Any) -> dict[str, Any]:
+    return {**extra(), "checkpoint_info": info.to_dict()}
+
+
+def announce(bar: Any, message: str) -> None:
+    """Show a message (summary, interrupt, profile): above the bars, or printed without them."""
+    if bar.enabled:
+        bar.print(message)
+    else:
+        print(message, flush=True)
