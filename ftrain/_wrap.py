@@ -112,7 +112,10 @@ def configure(
         return change(step)
     if _wraps(step):
         return step.with_inner(configure(step.inner, change, accepts, refusal))
-    raise TypeError(
-        f"{refusal}, got {type(step).__name__}; a step -> step function passes settings "
-        "to the step it wraps when built with ftrain.step_combinator"
+    hint = (
+        "; a step -> step function passes settings to the step it wraps when built with "
+        "ftrain.step_combinator"
+        if callable(step) and not hasattr(step, "with_")
+        else ""
     )
+    raise TypeError(f"{refusal}, got {type(step).__name__}{hint}")

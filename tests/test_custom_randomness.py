@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ftrain as ft
+from ftrain._seed import set_rng_states
 from ftrain.testing import classification_loss, tiny_batches, tiny_state
 
 QUIET: dict[str, Any] = dict(
@@ -259,8 +260,6 @@ def test_checkpoints_hold_the_global_generators(tmp_path: Path) -> None:
     ft.save_checkpoint(tiny_state(), tmp_path / "c.ckpt")
     expected = (torch.rand(2), random.random(), np.random.rand())
     payload = torch.load(tmp_path / "c.ckpt", weights_only=True)
-    from ftrain._seed import set_rng_states
-
     set_rng_states(payload["rng"])
     assert torch.equal(torch.rand(2), expected[0])
     assert (random.random(), np.random.rand()) == expected[1:]
