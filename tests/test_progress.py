@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
-from ftrain import _progress
+from ftrain.driver import _progress
 from ftrain.driver._progress import ProgressBar
 
 
