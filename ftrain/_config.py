@@ -180,6 +180,12 @@ class FitConfig:
     enable_checkpointing: bool = _flag(
         True, "Save checkpoints (without a policy: the newest epoch).", _check_choice(True, False)
     )
+    async_checkpointing: bool = _flag(
+        True,
+        "Write checkpoints in a background thread: a save costs the step only a copy of "
+        "the state to host memory (False: write, fsync and rename before training goes on).",
+        _check_choice(True, False),
+    )
     barebones: bool = _flag(
         False,
         "Turn off everything that is not training: progress bar, model summary, loggers, "

@@ -99,6 +99,7 @@ BAD_VALUES = [
     ("enable_progress_bar", 1, ValueError, "enable_progress_bar: unknown value 1; accepted: True, False"),
     ("enable_model_summary", "yes", ValueError, "enable_model_summary: unknown value 'yes'"),
     ("enable_checkpointing", None, ValueError, "enable_checkpointing: unknown value None"),
+    ("async_checkpointing", "no", ValueError, "async_checkpointing: unknown value 'no'; accepted: True, False"),
     ("profiler", "flame", ValueError, "profiler: unknown value 'flame'; accepted: None, 'simple', 'advanced', 'pytorch'"),
     ("use_distributed_sampler", 0, ValueError, "use_distributed_sampler: unknown value 0"),
     ("barebones", "yes", ValueError, "barebones: unknown value 'yes'; accepted: True, False"),

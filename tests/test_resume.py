@@ -177,14 +177,18 @@ def assert_same_run(ref: Reference, root: Path, history: list[str]) -> None:
     assert files == ref_files, where
 
 
+@pytest.mark.parametrize("saves", ["async", "sync"])
 def test_exact_resume_after_sigkill_at_chosen_points(
-    references: dict[str, Reference], tmp_path: Path
+    references: dict[str, Reference], tmp_path: Path, saves: str
 ) -> None:
     """SIGKILL inside an accumulation window, at an epoch's last batch (before its
     deferred checkpoint, so the newest file is a validation save inside a window, with
     its partial gradients), at an epoch's end (its logs on disk, its checkpoint not),
     and at the first batch of a window; four resumes end bit-identical to an
-    uninterrupted run, with the same logs and the same checkpoint files."""
+    uninterrupted run, with the same logs and the same checkpoint files. With
+    background writes a kill may also land inside a write still in flight (a temp
+    file is left); with synchronous writes these points are outside any save."""
+    sync = ["--sync-saves"] if saves == "sync" else []
     kills = [
         ("--kill-at", "8"),  # epoch 0, second batch of the window 6..8
         ("--kill-at", "11"),  # epoch 0's last batch: the short window 9..10 just stepped
@@ -193,11 +197,12 @@ def test_exact_resume_after_sigkill_at_chosen_points(
     ]
     history: list[str] = []
     for i, kill in enumerate(kills):
-        child = Child(tmp_path, *kill, *(["--resume"] if i else []))
+        child = Child(tmp_path, *sync, *kill, *(["--resume"] if i else []))
         assert child.run() == -signal.SIGKILL, f"{kill} did not kill it; {history}"
         history.append(" ".join(kill))
-        assert not assert_checkpoints_loadable(tmp_path)
-    assert Child(tmp_path, "--resume").run() == 0
+        temps = assert_checkpoints_loadable(tmp_path)
+        assert not (sync and temps), temps
+    assert Child(tmp_path, *sync, "--resume").run() == 0
     assert_same_run(references["tensor"], tmp_path, history)
 
 
@@ -221,6 +226,36 @@ def test_kill_between_write_and_rename_leaves_loadable_checkpoints(
     assert Child(tmp_path, "--resume").run() == 0
     assert not assert_checkpoints_loadable(tmp_path)
     assert_same_run(references["tensor"], tmp_path, history)
+
+
+def test_kill_during_a_background_write_leaves_previous_files_and_resumes_exactly(
+    references: dict[str, Reference], tmp_path: Path
+) -> None:
+    """With asynchronous checkpointing (the default), the save of step 5 (at batch 14)
+    costs the step only a snapshot: training goes on to batch 15 while the file is
+    written, and a SIGKILL then (temp file complete, rename not done) leaves the
+    earlier files loadable, only a temp file beside them and no step-5 file; the
+    resume ends bit-identical to an uninterrupted run."""
+    child = Child(tmp_path, "--kill-in-background-save-step", "5")
+    assert child.run() == -signal.SIGKILL
+    assert 15 in child.micro_steps(), f"training waited for the write: {child.lines[-3:]}"
+    temps = assert_checkpoints_loadable(tmp_path)
+    assert [t.split(".ckpt")[0] + ".ckpt" for t in temps] == [".epoch=1-step=5.ckpt"]
+    names = os.listdir(ckpt_dir(tmp_path))
+    assert "epoch=1-step=5.ckpt" not in names and "epoch=0-step=4.ckpt" in names, names
+    assert Child(tmp_path, "--resume").run() == 0
+    assert not assert_checkpoints_loadable(tmp_path)
+    assert_same_run(references["tensor"], tmp_path, ["in the background write of step 5"])
+
+
+def test_synchronous_saves_resume_exactly(references: dict[str, Reference], tmp_path: Path) -> None:
+    """async_checkpointing=False: the kill in step 5's write happens before any later
+    batch (the step waits for the file), and the resume ends bit-identical too."""
+    child = Child(tmp_path, "--sync-saves", "--kill-in-background-save-step", "5")
+    assert child.run() == -signal.SIGKILL
+    assert child.micro_steps()[-1] == 14, child.lines[-3:]
+    assert Child(tmp_path, "--sync-saves", "--resume").run() == 0
+    assert_same_run(references["tensor"], tmp_path, ["in the synchronous write of step 5"])
 
 
 def random_kill_chain(reference: Reference, root: Path, seed: int) -> None:

@@ -76,6 +76,7 @@ from .._rank_state import gather_partial_grads, own_partial_grads
 from .._slurm import export_launch_env
 from .._state import TrainState
 from .._warn import user_stacklevel
+from ..checkpoint._async import Job
 from ._env import DistEnv, Mirror
 from ._fsdp import load_sharded, save_sharded, shard, share_actions, unshard
 from ._launch import ScriptLauncher, SpawnLauncher
@@ -261,12 +262,22 @@ class _Group(DistEnv):
         *,
         weights_only: bool,
         overwrite: bool = True,
+        job: Job | None = None,
+        link_to: str | None = None,
     ) -> None:
         if not self.sharded:
             super().save_checkpoint(
-                state, path, extra, weights_only=weights_only, overwrite=overwrite
+                state,
+                path,
+                extra,
+                weights_only=weights_only,
+                overwrite=overwrite,
+                job=job,
+                link_to=link_to,
             )
             return
+        # Every rank writes its shard collectively, now (the job's deletes still wait);
+        # a sharded checkpoint is a file plus shard folders, never a link.
         save_sharded(state, path, extra, weights_only=weights_only, env=self)
 
     def link_checkpoint(self, target: str, path: str) -> bool:

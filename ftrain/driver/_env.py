@@ -12,6 +12,7 @@ import torch
 
 from .._checkpointing import restore, state_payload
 from .._state import TrainState
+from ..checkpoint._async import Job
 from ..checkpoint._io import atomic_save, link_checkpoint
 
 __all__ = ["DistEnv", "Mirror"]
@@ -90,14 +91,21 @@ class DistEnv:
         *,
         weights_only: bool,
         overwrite: bool = True,
+        job: Job | None = None,
+        link_to: str | None = None,
     ) -> None:
         """Write ``state`` and ``extra()`` to ``path`` (rank 0 only); ``overwrite=False``
-        raises ``FileExistsError`` rather than replace a file."""
+        raises ``FileExistsError`` rather than replace a file. With a writer's ``job``,
+        hand the payload to it (written when the job runs; with ``link_to``, ``path``
+        becomes a link to that checkpoint where links work)."""
         if not self.is_main:
             return
         payload = state_payload(state, weights_only=weights_only)
         payload.update(extra())
-        atomic_save(payload, path, overwrite=overwrite)
+        if job is None:
+            atomic_save(payload, path, overwrite=overwrite)
+        else:
+            job.save(payload, path, overwrite=overwrite, link_to=link_to)
 
     def link_checkpoint(self, target: str, path: str) -> bool:
         """Make ``path`` a link to the checkpoint ``target`` (rank 0); False: write instead."""

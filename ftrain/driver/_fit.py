@@ -239,7 +239,7 @@ def _make_run(
     # Lightning's rule for epoch-triggered saves: at the training epoch's end unless
     # validation runs on another rhythm than once per epoch.
     reducer = CheckpointReducer(policies).resolve(not validating or interval.at_epoch_end)
-    writer = CheckpointWriter(reducer, dist)
+    writer = CheckpointWriter(reducer, dist, background=config.async_checkpointing)
     run = Run(config, dist, dist.device(accelerator), loggers, callbacks, writer, clock, root)
     run.bar = ProgressBar.auto(config.enable_progress_bar and dist.is_main)
     return run
@@ -310,13 +310,19 @@ def _start(
 def _finish(state: TrainState, loop: TrainLoop, run: Run) -> FitResult:
     """The last checkpoint event, loggers and bar closed, the result."""
     dist, bar, profiler, interrupted = run.dist, run.bar, run.profiler, loop.interrupted
-    if interrupted:
-        if dist.is_main:
-            announce(bar, f"Detected {loop.signal}: stopping after the current step and saving")
-        run.checkpoint("interrupt", state, loop.payload(state, False))
-    else:
-        run.call("on_train_end", state=state)
-        run.checkpoint("fit_end", state, loop.payload(state, False))
+    try:
+        if interrupted:
+            if dist.is_main:
+                announce(bar, f"Detected {loop.signal}: stopping after the current step and saving")
+            run.checkpoint("interrupt", state, loop.payload(state, False))
+        else:
+            run.call("on_train_end", state=state)
+            run.checkpoint("fit_end", state, loop.payload(state, False))
+    except BaseException as exc:
+        run.writer.files.abandon(exc)
+        run.writer.claim.release()
+        raise
+    run.writer.files.close()  # every file is on disk before fit returns
     run.writer.claim.release()
     bar.close()
     profiler.close()

@@ -351,6 +351,7 @@ class Run:
 
     def fail(self, state: TrainState, exc: BaseException) -> None:
         """An exception left the loop: tell the callbacks, close loggers, bar, profiler."""
+        self.writer.files.abandon(exc)  # the write in flight ends first; its error is kept
         self.writer.claim.release()
         self.call("on_exception", state=state, exception=exc)
         self.call("teardown", stage="fit", state=state)

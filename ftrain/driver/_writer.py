@@ -18,6 +18,7 @@ from .._rundir import (
 )
 from .._state import TrainState
 from ..checkpoint import CheckpointInfo, Delete, Save, clean_temp_files, list_checkpoints
+from ..checkpoint._async import AsyncWriter, Job
 from ..loop import CheckpointReducer, checkpoint_event
 from ._env import DistEnv
 
@@ -27,9 +28,12 @@ __all__ = ["CheckpointWriter", "announce"]
 class CheckpointWriter:
     """A reducer's states and folders; writes and deletes the files it decides on."""
 
-    def __init__(self, reducer: CheckpointReducer, dist: DistEnv) -> None:
+    def __init__(self, reducer: CheckpointReducer, dist: DistEnv, background: bool = True) -> None:
         self.reducer = reducer
         self.dist = dist
+        # Writes, links and deletes, in order; in a background thread unless
+        # async_checkpointing=False (the step then waits for the files).
+        self.files = AsyncWriter(background=background)
         self.states: list[Any] = reducer.init()
         self.dirs: list[str] = []
         self.last_saved: str | None = None
@@ -53,6 +57,7 @@ class CheckpointWriter:
         bar: Any,
     ) -> None:
         """Fold one event through the reducer and carry out its actions."""
+        self.files.check()  # a failed background write surfaces at the next step
         if stage == "train_step" and not self.reducer.may_act(self.states, stage):
             return  # the per-step fast path: no event, no metric mapping built
         event = checkpoint_event(
@@ -86,42 +91,61 @@ class CheckpointWriter:
         # Under FSDP every rank writes its shard, so every rank carries out rank 0's
         # decision; otherwise rank 0 alone writes and no collective is needed.
         actions = self.dist.share_actions(list(actions))
-        policy = self.reducer.policies[i]
         saves = [a for a in actions if isinstance(a, Save)]
+        deletes = [a for a in actions if isinstance(a, Delete)]
+        if not saves and not deletes:
+            return
         if saves and self.dist.is_main:
             # A resume keeps the logged rows below the checkpoint's step and replays the
             # rest, so everything logged so far must be on disk before the file commits.
             for lg in loggers:
                 lg.flush()
-        for action in saves:
-            path = os.path.join(self.dirs[i], action.name)
-            linked = action.link_to is not None and self.dist.link_checkpoint(
-                os.path.join(self.dirs[i], action.link_to), path
-            )
-            if not linked:
-                # A name this run does not own yet is a new file: never replace one on disk.
-                mine = action.name in owned or path in self.created
-                try:
-                    self.dist.save_checkpoint(
-                        state,
-                        path,
-                        partial(_with_info, extra, action.info),
-                        weights_only=policy.save_weights_only,
-                        overwrite=mine,
-                    )
-                except FileExistsError:
-                    raise NameTaken(action.name) from None
-            self.created.add(path)
-            self.last_saved = path
-            if policy.verbose and self.dist.is_main:
-                info = action.info
-                score = "" if info.score is None else f" (score {info.score:.6g})"
-                announce(bar, f"Epoch {info.epoch}, global step {info.step}: saving {path}{score}")
-        for deletion in actions:
-            if isinstance(deletion, Delete):
-                path = os.path.join(self.dirs[i], deletion.name)
-                if path != self.resumed_from:
-                    self.dist.remove_checkpoint(path)
+        # One writer job: its links and deletes run only once its saves have committed.
+        try:
+            with self.files.job() as job:
+                for action in saves:
+                    self._save(i, action, state, extra, bar, owned, job)
+                for deletion in deletes:
+                    path = os.path.join(self.dirs[i], deletion.name)
+                    if path != self.resumed_from:
+                        job.then(partial(self.dist.remove_checkpoint, path))
+        except FileExistsError:
+            if self.files.background or job.failed_path is None:
+                raise  # a background write's race with another run: not retried
+            raise NameTaken(os.path.basename(job.failed_path)) from None
+
+    def _save(
+        self,
+        i: int,
+        action: Save,
+        state: TrainState,
+        extra: Callable[[], dict[str, Any]],
+        bar: Any,
+        owned: set[str],
+        job: Job,
+    ) -> None:
+        policy = self.reducer.policies[i]
+        path = os.path.join(self.dirs[i], action.name)
+        link = None if action.link_to is None else os.path.join(self.dirs[i], action.link_to)
+        # A name this run does not own yet is a new file: never replace one on disk.
+        mine = action.name in owned or path in self.created
+        if not mine and link is None and self.dist.is_main and os.path.lexists(path):
+            raise NameTaken(action.name)
+        self.dist.save_checkpoint(
+            state,
+            path,
+            partial(_with_info, extra, action.info),
+            weights_only=policy.save_weights_only,
+            overwrite=mine,
+            job=job,
+            link_to=link,
+        )
+        self.created.add(path)
+        self.last_saved = path
+        if policy.verbose and self.dist.is_main:
+            info = action.info
+            score = "" if info.score is None else f" (score {info.score:.6g})"
+            announce(bar, f"Epoch {info.epoch}, global step {info.step}: saving {path}{score}")
 
     def start_fresh(self, *, warn: bool) -> None:
         """The states of a run that does not resume (files already in a folder are foreign)."""

@@ -19,6 +19,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import torch
@@ -64,9 +65,11 @@ class Probe(ft.Callback):
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.batch_done = threading.Event()
 
     def on_train_batch_end(self, state: Any, **_: Any) -> None:
         print(f"batch {state.micro_step} step {state.step}", flush=True)
+        self.batch_done.set()
         if self.args.kill_at == state.micro_step:
             die()
         if self.args.sigint_at == state.micro_step:
@@ -97,6 +100,27 @@ def kill_in_save(step: int) -> None:
     io.os.link = before(os.link)
 
 
+def kill_in_background_save(step: int, probe: Probe) -> None:
+    """SIGKILL in the background write of ``step``'s first checkpoint file, once the
+    training thread has finished a later batch (so the step did not wait for the
+    write); after 20 s without one, SIGKILL anyway (the parent then sees no such batch)."""
+    import ftrain.checkpoint._io as io
+
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if dst.endswith(f"-step={step}.ckpt"):
+            if threading.current_thread() is not threading.main_thread():
+                probe.batch_done.clear()
+                probe.batch_done.wait(timeout=20)
+            die()  # the temp file is complete and fsynced, the rename not done
+        real_replace(src, dst)
+
+    io.os = type(os)("os_for_test")  # type: ignore[attr-defined]
+    io.os.__dict__.update(os.__dict__)
+    io.os.replace = replace
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("root")
@@ -107,6 +131,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kill-at", type=int, help="SIGKILL after this micro step's batch")
     p.add_argument("--kill-at-epoch-end", type=int, help="SIGKILL at this epoch's end")
     p.add_argument("--kill-in-save-step", type=int, help="SIGKILL inside this step's save")
+    p.add_argument(
+        "--kill-in-background-save-step",
+        type=int,
+        help="SIGKILL inside this step's background write, after a later batch",
+    )
+    p.add_argument("--sync-saves", action="store_true", help="async_checkpointing=False")
     p.add_argument("--sigint-at", type=int, help="SIGINT after this micro step's batch")
     return p.parse_args(argv)
 
@@ -115,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.kill_in_save_step is not None:
         kill_in_save(args.kill_in_save_step)
+    probe = Probe(args)
+    if args.kill_in_background_save_step is not None:
+        kill_in_background_save(args.kill_in_background_save_step, probe)
 
     torch.manual_seed(0)
     hidden = 512 if args.wide else 16
@@ -150,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         log_every_n_steps=1,
         logger=[TensorBoardLogger(args.root, name="tb"), CSVLogger(args.root, name="csv")],
         checkpoint=policy,
-        callbacks=[Probe(args)],
+        callbacks=[probe],
+        async_checkpointing=not args.sync_saves,
         ckpt_path="last" if args.resume else None,
         enable_progress_bar=False,
         enable_model_summary=False,
