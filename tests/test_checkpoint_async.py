@@ -38,12 +38,12 @@ class HeldWrites:
         self.real = async_mod.atomic_save
         monkeypatch.setattr(async_mod, "atomic_save", self)
 
-    def __call__(self, payload: Any, path: str) -> None:
+    def __call__(self, payload: Any, path: str, **kwargs: Any) -> None:
         self.started.set()
         assert self.release.wait(timeout=30), "the test never released the write"
         if self.fail_on is not None and path.endswith(self.fail_on):
             raise OSError(errno.ENOSPC, "No space left on device", path)
-        self.real(payload, path)
+        self.real(payload, path, **kwargs)
         self.written.append(os.path.basename(path))
 
 
