@@ -5,12 +5,14 @@ two moments a checkpoint is about 300 MB) trains with ``fit`` and a policy that
 saves every ``every`` optimizer steps. The three runs (and Lightning's, when it is
 installed: no saves, ``ModelCheckpoint``, ``ModelCheckpoint`` + ``AsyncCheckpointIO``)
 alternate in one process, order rotated each repeat, so machine noise hits them
-alike. Reported per variant: the steady-state time per step (between the first and
-the last batch, which holds ``(steps - 1) // every`` saves; the final save after
-the last batch is outside it), the whole run's wall time (the final save and the
-wait for it included), the ratio of each to the no-save run of the same repeat,
-and the stall: the extra steady-state time per save, i.e. what a save costs the
-training loop.
+alike, and each run is also read on its own, which a loaded machine's drift
+cannot disturb. Reported per variant, from the clock at each batch: the median
+step; the stall of a save (its step's excess over the median: for background
+saves, the snapshot); what the following steps lose while a background write
+shares the CPU; the run's steady-state time over ``steps × median`` (the in-run
+ratio; ``(steps - 1) // every`` saves fall in the window, the final save after the
+last batch does not); the steady-state time and the whole run's wall time (final
+save and the wait for it included) over the no-save run of the same repeat.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._runners import lightning_module
-from ._workloads import SEED, Stamps, clock, stamped
+from ._workloads import SEED, clock
 
 SAVE_VARIANTS = ("none", "sync", "async", "lightning_none", "lightning_sync", "lightning_async")
 LABELS = {
@@ -63,16 +65,46 @@ def _loss(model: nn.Module, b: Any) -> torch.Tensor:
     return F.cross_entropy(model(b[0]), b[1])
 
 
+class Times:
+    """The clock at each batch handed out: the intervals are the steps' times."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def stamp(self, batches: Any) -> Iterator[Any]:
+        for batch in batches:
+            self.at.append(clock())
+            yield batch
+
+    def intervals(self) -> list[float]:
+        return [b - a for a, b in zip(self.at, self.at[1:], strict=False)]
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, b: int) -> Iterator[Any]:
+    return ((x[i : i + b], y[i : i + b]) for i in range(0, len(x), b))
+
+
+class _Loader:
+    """Fixed batches in order, stamped; re-iterable (one epoch here)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int, times: Times) -> None:
+        self.x, self.y, self.batch, self.times = x, y, batch, times
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.times.stamp(_batches(self.x, self.y, self.batch))
+
+
 def run_ftrain_saves(mode: str, cfg: dict[str, Any], root: str, device: torch.device) -> Any:
     """One ``fit`` run: ``mode`` "none", "sync" or "async"; (step µs, total s, saves)."""
     import ftrain as ft
 
-    from ._runners import _stamped_loader_class
-
     model, x, y = _setup(cfg["width"], cfg["depth"], cfg["batch"], cfg["steps"], device)
     state = ft.TrainState.create(model, torch.optim.AdamW(model.parameters(), lr=1e-4), seed=0)
-    stamps = Stamps()
-    loader = _stamped_loader_class()(x, y, batch_size=cfg["batch"], stamps=stamps)
+    times = Times()
+    loader = _Loader(x, y, cfg["batch"], times)
     policy: Any = None
     if mode != "none":
         policy = ft.checkpoint.last(every_n_train_steps=cfg["every"])
@@ -95,7 +127,7 @@ def run_ftrain_saves(mode: str, cfg: dict[str, Any], root: str, device: torch.de
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     total = clock() - start
-    return stamps.per_step_us(), total
+    return times.intervals(), total
 
 
 def run_lightning_saves(mode: str, cfg: dict[str, Any], root: str, device: torch.device) -> Any:
@@ -106,7 +138,7 @@ def run_lightning_saves(mode: str, cfg: dict[str, Any], root: str, device: torch
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     model, x, y = _setup(cfg["width"], cfg["depth"], cfg["batch"], cfg["steps"], device)
-    stamps = Stamps()
+    times = Times()
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -118,14 +150,6 @@ def run_lightning_saves(mode: str, cfg: dict[str, Any], root: str, device: torch
 
         def configure_optimizers(self) -> Any:
             return torch.optim.AdamW(self.net.parameters(), lr=1e-4)
-
-    class Data:
-        def __len__(self) -> int:
-            return cfg["steps"]
-
-        def __iter__(self) -> Iterator[Any]:
-            b = cfg["batch"]
-            return stamped(((x[i : i + b], y[i : i + b]) for i in range(0, len(x), b)), stamps)
 
     saving = mode != "lightning_none"
     callbacks = (
@@ -149,11 +173,29 @@ def run_lightning_saves(mode: str, cfg: dict[str, Any], root: str, device: torch
         default_root_dir=root,
     )
     start = clock()
-    trainer.fit(Module(), train_dataloaders=Data())
+    trainer.fit(Module(), train_dataloaders=_Loader(x, y, cfg["batch"], times))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     total = clock() - start
-    return stamps.per_step_us(), total
+    return times.intervals(), total
+
+
+def _in_run(intervals: list[float], every: int) -> dict[str, float]:
+    """Within one run: the median step, the stall of each save (its step's excess
+    over the median), what the following steps lose meanwhile (a background write
+    sharing the CPU), and the run's time over ``steps × median`` (noise for a run
+    without saves; drift of the machine's load cancels out)."""
+    median = statistics.median(intervals)
+    saves = [i for i in range(len(intervals)) if every and (i + 1) % every == 0]
+    stall = [intervals[i] - median for i in saves]
+    after = [sum(t - median for t in intervals[i + 1 : i + every]) for i in saves]
+    return {
+        "step_ms": median * 1e3,
+        "saves_in_window": float(len(saves)),
+        "stall_ms": statistics.mean(stall) * 1e3 if stall else 0.0,
+        "after_ms": statistics.mean(after) * 1e3 if after else 0.0,
+        "in_run_ratio": sum(intervals) / (len(intervals) * median),
+    }
 
 
 def save_benchmark(
@@ -198,23 +240,15 @@ def save_benchmark(
     out["checkpoint_mib"] = max(sizes) / 2**20 if sizes else None
     for v in variants:
         base = "lightning_none" if v.startswith("lightning") else "none"
-        step_ratio = [a[0] / b[0] for a, b in zip(raw[v], raw[base], strict=True)]
+        saving = v != base
+        runs = [_in_run(iv, cfg["every"] if saving else 0) for iv, _ in raw[v]]
         total_ratio = [a[1] / b[1] for a, b in zip(raw[v], raw[base], strict=True)]
-        # Saves between the first and the last batch (the steady-state window).
-        saves = 0 if v in ("none", "lightning_none") else (cfg["steps"] - 1) // cfg["every"]
-        gaps = cfg["steps"] - 1
-        stall = [
-            (a[0] - b[0]) * gaps / saves / 1e3 if saves else 0.0
-            for a, b in zip(raw[v], raw[base], strict=True)
-        ]
+        step_ratio = [sum(a[0]) / sum(b[0]) for a, b in zip(raw[v], raw[base], strict=True)]
         out["variants"][v] = {
-            "step_us": statistics.median(a[0] for a in raw[v]),
+            **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
             "total_s": statistics.median(a[1] for a in raw[v]),
-            "saves_in_window": saves,
-            "step_ratio": statistics.median(step_ratio),
+            "run_ratio": statistics.median(step_ratio),
             "total_ratio": statistics.median(total_ratio),
-            "stall_ms_per_save": statistics.median(stall),
-            "runs": [list(a) for a in raw[v]],
         }
     out["when"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return out

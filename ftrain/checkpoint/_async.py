@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -169,7 +170,12 @@ class AsyncWriter:
         if background not in (True, False):
             raise ValueError(f"AsyncWriter: background must be True or False, got {background!r}")
         self.background = background
-        self._thread: threading.Thread | None = None
+        # One worker thread for the writer's life (starting a thread per save costs
+        # milliseconds on a busy machine); ``_done`` is set when no job is in flight.
+        self._worker: threading.Thread | None = None
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._done.set()
         self._error: BaseException | None = None
         self._failed_path: str | None = None
         self._buffers: list[torch.Tensor] = []
@@ -177,7 +183,7 @@ class AsyncWriter:
     @property
     def busy(self) -> bool:
         """A background job is still running."""
-        return self._thread is not None and self._thread.is_alive()
+        return not self._done.is_set()
 
     def check(self) -> None:
         """Raise the error of a finished background job, if one failed (cheap: no wait)."""
@@ -186,18 +192,21 @@ class AsyncWriter:
 
     def wait(self) -> None:
         """Wait for the job in flight; raise its error if it failed."""
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-            self._thread = None
+        self._done.wait()
         self.check()
 
     def close(self) -> None:
-        """Wait for the job in flight and release the snapshot buffers; raise its error."""
+        """Wait for the job in flight, stop the worker thread and release the snapshot
+        buffers; raise the job's error if it failed."""
         try:
-            self.wait()
+            self._done.wait()
         finally:
+            if self._worker is not None:
+                self._jobs.put(None)
+                self._worker.join()
+                self._worker = None
             self._buffers = []
+        self.check()
 
     def abandon(self, exc: BaseException) -> None:
         """Wait for the job in flight while ``exc`` is being raised; a failure of the
@@ -230,17 +239,23 @@ class AsyncWriter:
         job.writes = [attrs.evolve(w, payload=snap.copy(dict(w.payload))) for w in job.writes]
         snap.finish()
         self._buffers = snap.buffers
-        self._thread = threading.Thread(
-            target=self._run, args=(job,), name="ftrain-checkpoint-writer", daemon=True
-        )
-        self._thread.start()
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._serve, name="ftrain-checkpoint-writer", daemon=True
+            )
+            self._worker.start()
+        self._done.clear()
+        self._jobs.put(job)
 
-    def _run(self, job: Job) -> None:
-        try:
-            job.run()
-        except BaseException as err:
-            self._failed_path = job.failed_path
-            self._error = err
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.run()
+            except BaseException as err:  # handed to the training thread
+                self._failed_path = job.failed_path
+                self._error = err
+            finally:
+                self._done.set()
 
     def _raise(self) -> None:
         err, self._error = self._error, None
