@@ -106,19 +106,21 @@ def kill_in_background_save(step: int, probe: Probe) -> None:
     write); after 20 s without one, SIGKILL anyway (the parent then sees no such batch)."""
     import ftrain.checkpoint._io as io
 
-    real_replace = os.replace
+    def before(rename: Any) -> Any:
+        def renamed(src: str, dst: str) -> None:
+            if dst.endswith(f"-step={step}.ckpt"):
+                if threading.current_thread() is not threading.main_thread():
+                    probe.batch_done.clear()
+                    probe.batch_done.wait(timeout=20)
+                die()  # the temp file is complete and fsynced, the rename not done
+            rename(src, dst)
 
-    def replace(src: str, dst: str) -> None:
-        if dst.endswith(f"-step={step}.ckpt"):
-            if threading.current_thread() is not threading.main_thread():
-                probe.batch_done.clear()
-                probe.batch_done.wait(timeout=20)
-            die()  # the temp file is complete and fsynced, the rename not done
-        real_replace(src, dst)
+        return renamed
 
     io.os = type(os)("os_for_test")  # type: ignore[attr-defined]
     io.os.__dict__.update(os.__dict__)
-    io.os.replace = replace
+    io.os.replace = before(os.replace)
+    io.os.link = before(os.link)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
