@@ -5,19 +5,8 @@ A training run is a fold of a step function over batches:
 smaller ones; ``fit`` drives the fold with Lightning's Trainer controls.
 """
 
-from . import checkpoint as checkpoint
-from . import cli as cli
-from . import loggers as loggers
-from . import loop as loop
-from . import testing as testing
-from . import tune as tune
-from ._callbacks import Callback as Callback
-from ._callbacks import EarlyStopping as EarlyStopping
-from ._callbacks import LearningRateMonitor as LearningRateMonitor
-from ._checkpointing import load_checkpoint as load_checkpoint
-from ._checkpointing import restore as restore
-from ._checkpointing import save_checkpoint as save_checkpoint
-from ._checkpointing import write_checkpoints as write_checkpoints
+from typing import TYPE_CHECKING, Any
+
 from ._combinators import Combinator as Combinator
 from ._combinators import accumulate as accumulate
 from ._combinators import clip_grad_norm as clip_grad_norm
@@ -26,7 +15,6 @@ from ._combinators import compile as compile
 from ._combinators import precision as precision
 from ._combinators import randomness as randomness
 from ._combinators import skip_nonfinite as skip_nonfinite
-from ._config import FitConfig as FitConfig
 from ._custom import CustomStep as CustomStep
 from ._custom import accumulation_boundary as accumulation_boundary
 from ._custom import custom_step as custom_step
@@ -56,8 +44,6 @@ from ._step import TrainStep as TrainStep
 from ._step import eval_step as eval_step
 from ._step import train_step as train_step
 from ._summary import model_summary as model_summary
-from ._throughput import ThroughputMonitor as ThroughputMonitor
-from ._timer import Timer as Timer
 from ._transforms import GradientTransform as GradientTransform
 from ._transforms import after_update as after_update
 from ._transforms import gradient_transform as gradient_transform
@@ -67,12 +53,74 @@ from ._windows import RandomWindows as RandomWindows
 from ._windows import window_offsets as window_offsets
 from ._wrap import WrappedStep as WrappedStep
 from ._wrap import step_combinator as step_combinator
-from .driver import FitResult as FitResult
-from .driver import estimated_stepping_batches as estimated_stepping_batches
-from .driver import fit as fit
-from .driver import predict as predict
-from .driver import test as test
-from .driver import validate as validate
+
+if TYPE_CHECKING:
+    from . import checkpoint as checkpoint
+    from . import cli as cli
+    from . import loggers as loggers
+    from . import loop as loop
+    from . import testing as testing
+    from . import tune as tune
+    from ._callbacks import Callback as Callback
+    from ._callbacks import EarlyStopping as EarlyStopping
+    from ._callbacks import LearningRateMonitor as LearningRateMonitor
+    from ._checkpointing import load_checkpoint as load_checkpoint
+    from ._checkpointing import restore as restore
+    from ._checkpointing import save_checkpoint as save_checkpoint
+    from ._checkpointing import write_checkpoints as write_checkpoints
+    from ._config import FitConfig as FitConfig
+    from ._throughput import ThroughputMonitor as ThroughputMonitor
+    from ._timer import Timer as Timer
+    from .driver import FitResult as FitResult
+    from .driver import estimated_stepping_batches as estimated_stepping_batches
+    from .driver import fit as fit
+    from .driver import predict as predict
+    from .driver import test as test
+    from .driver import validate as validate
+
+# The loop, its driver and the subpackages load on first use (PEP 562): a unit test
+# of a step, or a script that only builds one, never pays for them. Name -> module.
+_LAZY = {
+    "checkpoint": ".checkpoint",
+    "cli": ".cli",
+    "loggers": ".loggers",
+    "loop": ".loop",
+    "testing": ".testing",
+    "tune": ".tune",
+    "Callback": "._callbacks",
+    "EarlyStopping": "._callbacks",
+    "LearningRateMonitor": "._callbacks",
+    "load_checkpoint": "._checkpointing",
+    "restore": "._checkpointing",
+    "save_checkpoint": "._checkpointing",
+    "write_checkpoints": "._checkpointing",
+    "FitConfig": "._config",
+    "ThroughputMonitor": "._throughput",
+    "Timer": "._timer",
+    "FitResult": ".driver",
+    "estimated_stepping_batches": ".driver",
+    "fit": ".driver",
+    "predict": ".driver",
+    "test": ".driver",
+    "validate": ".driver",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(where, __name__)
+    value = module if where == f".{name}" else getattr(module, name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "PRECISIONS",

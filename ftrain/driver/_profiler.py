@@ -3,13 +3,14 @@ torch.profiler trace."""
 
 from __future__ import annotations
 
-import cProfile
 import io
 import os
-import pstats
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import cProfile
 
 __all__ = ["AdvancedProfiler", "NullProfiler", "SimpleProfiler", "make_profiler"]
 
@@ -102,13 +103,18 @@ class AdvancedProfiler(SimpleProfiler):
         super().__init__()
         self.path = os.path.join(log_dir, "advanced_profile.txt")
         self.line_count = line_count
+        import cProfile  # only when this profiler is asked for: `import ftrain` stays light
+
+        self._new_profile = cProfile.Profile
         self.profiles: dict[str, cProfile.Profile] = {}
         self._active: list[cProfile.Profile] = []
 
     def start(self, name: str) -> None:
         if self._active:
             self._active[-1].disable()
-        prof = self.profiles.setdefault(name, cProfile.Profile())
+        prof = self.profiles.get(name)
+        if prof is None:
+            prof = self.profiles[name] = self._new_profile()
         self._active.append(prof)
         super().start(name)
         prof.enable()
@@ -126,6 +132,8 @@ class AdvancedProfiler(SimpleProfiler):
     def phase_report(self, name: str) -> str:
         """One phase's functions sorted by cumulative time."""
         out = io.StringIO()
+        import pstats
+
         stats = pstats.Stats(self.profiles[name], stream=out)
         stats.strip_dirs().sort_stats("cumulative").print_stats(self.line_count)
         return out.getvalue()
