@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._report import machine, markdown, write_docs
+from ._report import gpu_markdown, machine, markdown, write_docs
 from ._runners import VARIANTS, lightning_module
 from ._workloads import SETTINGS, WORKLOADS, set_clock
 
@@ -52,6 +52,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     p.add_argument("--no-import", action="store_true", help="skip the import-time measurement")
     p.add_argument("--no-loader", action="store_true", help="skip TensorLoader vs DataLoader")
+    p.add_argument(
+        "--saves",
+        action="store_true",
+        help="also the cost of saving a 25M-parameter model every 20 steps (minutes)",
+    )
+    p.add_argument(
+        "--steady",
+        action="store_true",
+        help="also fit's steady-state overhead per step over a hand loop (1200 vs 200 steps)",
+    )
+    p.add_argument(
+        "--gpu-check",
+        action="store_true",
+        help="the GPU check only (implied by --device cuda); with --device cpu, a dry run",
+    )
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
@@ -75,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device on this machine; nothing was run", file=sys.stderr)
         return 0
+    if args.device == "cuda" or args.gpu_check:
+        return _gpu_main(args, argv, repeats)
     device = torch.device(args.device)
     if args.clock == "cpu" and device.type == "cuda":
         raise SystemExit("--clock cpu cannot time a GPU: the host only waits for it")
@@ -115,6 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_loader and device.type == "cpu":
         print("[bench] TensorLoader vs DataLoader", file=sys.stderr, flush=True)
         results["loader"] = loader_benchmark(repeats, quick)
+    if args.steady:
+        from ._steady import steady_benchmark
+
+        print("[bench] steady-state overhead per step", file=sys.stderr, flush=True)
+        results["steady"] = steady_benchmark(max(repeats, 3), quick, device)
+    if args.saves:
+        from ._saves import save_benchmark
+
+        print("[bench] saving every 20 steps", file=sys.stderr, flush=True)
+        results["saves"] = save_benchmark(device, quick, 1)
     if args.compile:
         results["compile"] = []
         for name in [w for w in ("mid", "cnn") if w in workloads] or ["mid", "cnn"]:
@@ -141,6 +168,29 @@ def main(argv: list[str] | None = None) -> int:
     if unequal:
         print(f"FAILED: results differ from the hand loop's: {unequal}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _gpu_main(args: argparse.Namespace, argv: list[str] | None, repeats: int) -> int:
+    """The GPU check (see ``_gpu``): results.json / results.md under --out."""
+    from ._gpu import gpu_check
+
+    device = torch.device(args.device)
+    set_clock("wall")
+    torch.set_num_threads(args.threads)
+    print(f"[bench] GPU check on {device}", file=sys.stderr, flush=True)
+    results: dict[str, Any] = {
+        "command": "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(args.threads, device),
+        "gpu_check": gpu_check(device, args.quick, min(repeats, 3)),
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    table = gpu_markdown(results)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(table)
+    print(table)
     return 0
 
 

@@ -160,10 +160,134 @@ def markdown(results: dict[str, Any]) -> str:
         errors = {c["inductor_error"] for c in comp if "inductor_error" in c}
         for err in sorted(errors):
             lines += ["", f"inductor failed here: `{err}`; measured with `aot_eager` instead."]
+    lines += steady_lines(results.get("steady"))
+    lines += save_lines(results.get("saves"))
     if results.get("lightning") is None:
         lines += ["", "Lightning: not installed, skipped."]
     else:
         lines += ["", f"Lightning {results['lightning']} (Trainer with overhead features off)."]
+    return "\n".join(lines) + "\n"
+
+
+def steady_lines(steady: dict[str, Any] | None) -> list[str]:
+    """The steady-state overhead table (``--steady``)."""
+    if not steady:
+        return []
+    from ._steady import LABELS as STEADY_LABELS
+
+    lines = [
+        "",
+        f"Steady state, tiny MLP + Adam ({steady['long']} minus {steady['short']} steps, "
+        f"median of {steady['repeats']}):",
+        "",
+    ]
+    rows = [
+        [
+            STEADY_LABELS.get(k, k),
+            _f(v["step_us"]),
+            _f(v.get("overhead_us")),
+            _f(v.get("equal_to_hand")) if "equal_to_hand" in v else "",
+        ]
+        for k, v in steady["variants"].items()
+    ]
+    return lines + _table(["loop", "µs/step", "over its hand loop µs/step", "same result"], rows)
+
+
+def save_lines(saves: dict[str, Any] | None) -> list[str]:
+    """The checkpoint-saving table (``--saves``, the GPU check), Lightning included."""
+    if not saves:
+        return []
+    from ._saves import LABELS as SAVE_LABELS
+
+    cfg = saves["config"]
+    mib = saves.get("checkpoint_mib")
+    lines = [
+        "",
+        f"Saving every {cfg['every']} steps, {cfg['params'] / 1e6:.1f}M-parameter MLP, "
+        f"batch {cfg['batch']}, {cfg['steps']} steps"
+        + (f", {mib:.0f} MiB per checkpoint" if mib else "")
+        + f" ({saves['repeats']} run(s) of each, alternating):",
+        "",
+    ]
+    rows = [
+        [
+            SAVE_LABELS.get(k, k),
+            _f(v["step_ms"]),
+            _f(v["stall_ms"]),
+            _f(v["after_ms"]),
+            _f(v["in_run_ratio"], 3),
+            _f(v["run_ratio"], 3),
+            _f(v["total_ratio"], 3),
+        ]
+        for k, v in saves["variants"].items()
+    ]
+    return lines + _table(
+        [
+            "loop",
+            "median step ms",
+            "stall ms/save",
+            "later steps ms/save",
+            "in-run ratio",
+            "vs no saves",
+            "whole run vs no saves",
+        ],
+        rows,
+    )
+
+
+def gpu_markdown(results: dict[str, Any]) -> str:
+    """The GPU check's tables."""
+    m, g = results["machine"], results["gpu_check"]
+    lines = [
+        f"GPU check: {m.get('gpu', m['device'])}, torch {m['torch']}. "
+        f"Options: `{results['command']}`. {g['elapsed_s']:.0f} s.",
+        "",
+        "bf16-mixed, hand loop (autocast) vs fit + TensorLoader:",
+        "",
+    ]
+    rows = [
+        [
+            w["workload"],
+            f"{w['params'] / 1e6:.2f}M",
+            _f(w["hand_us"]),
+            _f(w["fit_us"]),
+            _f(w["ratio"], 3),
+            _f(w["hand_peak_mib"]),
+            _f(w["fit_peak_mib"]),
+            _f(w["same_result"]),
+            w["hand_syncs"],
+            w["fit_syncs"],
+        ]
+        for w in g["workloads"]
+    ]
+    lines += _table(
+        [
+            "workload",
+            "params",
+            "hand µs/step",
+            "fit µs/step",
+            "ratio",
+            "hand peak MiB",
+            "fit peak MiB",
+            "same result",
+            "hand syncs",
+            "fit syncs",
+        ],
+        rows,
+    )
+    lines += ["", "ft.compile on the tiny MLP (bf16-mixed):", ""]
+    rows = [
+        [
+            c["mode"],
+            _f(c.get("first_steps_s"), 2),
+            _f(c.get("step_us")),
+            _f(c.get("speedup"), 2),
+            c.get("error", ""),
+        ]
+        for c in g["compile"]
+    ]
+    lines += _table(["mode", "first 3 steps s", "µs/step", "speedup", "error"], rows)
+    lines += save_lines(g.get("saves"))
     return "\n".join(lines) + "\n"
 
 
