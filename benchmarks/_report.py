@@ -319,16 +319,48 @@ loss or parameters differ in any bit from the hand loop's.
 python -m benchmarks                      # everything, results in benchmarks/results/
 python -m benchmarks --quick --workloads tiny   # a smoke run (seconds)
 python -m benchmarks --compile            # also ft.compile vs eager
-python -m benchmarks --device cuda        # on a GPU, with a host-sync check
+python -m benchmarks --steady --saves     # also steady-state overhead and save cost
+python -m benchmarks --device cuda        # the GPU check (below)
 python -m benchmarks --docs docs/performance.md   # rewrite this page
 nox -s bench                              # the same through nox
 ```
 
 Options: `--workloads tiny,mid,cnn`, `--configs plain,acc_clip_log`,
 `--variants raw,ftrain,ftrain_bar,lightning`, `--repeats N`, `--out DIR`, `--threads N`,
-`--clock wall|cpu`, `--no-rss`, `--no-import`, `--no-loader`. Lightning runs when it
-is importable (for the figures below it was installed beside the project, never as
-a dependency).
+`--clock wall|cpu`, `--no-rss`, `--no-import`, `--no-loader`, `--steady`, `--saves`,
+`--gpu-check`. Lightning runs when it is importable (for the figures below it was
+installed beside the project, never as a dependency), in the loop tables and in the
+save table (`ModelCheckpoint`, and with `AsyncCheckpointIO`).
+
+`--steady`: a hand loop over batches sliced in advance (no loader at all) against
+`fit` + `TensorLoader` on the same batches, tiny MLP, Adam, one thread; each loop
+runs 1,200 and 200 steps and the difference over 1,000 steps is its steady-state
+time per step, fixed costs cancelled; without a logger, with TensorBoard every 50
+steps (against a hand loop writing the same scalars), with the progress bar.
+
+`--saves`: a 25M-parameter MLP (100 MB of weights, about 290 MB per checkpoint with
+AdamW's moments) saving every 20 steps, with no saves, synchronous saves
+(`async_checkpointing=False`) and background saves (the default). Each run is read
+on its own (the stall of each save over the run's median step, what later steps
+lose to the background write, the run's time over steps × median step) and
+against the no-save run.
+
+## The GPU check
+
+```bash
+python -m benchmarks --device cuda --out benchmarks/results-gpu   # one GPU, a few minutes
+python -m benchmarks --gpu-check --device cpu --quick              # the same logic, on a CPU
+```
+
+It reports, in bf16-mixed, the step time and peak device memory of `fit` +
+`TensorLoader` against a hand loop (`torch.autocast` bf16, the same batches) for
+the tiny MLP, the mid MLP and a 20M-parameter GPT block stack (6 blocks, width 512,
+sequence 256); whether any host-device sync happens between log points (each loop
+runs again under `torch.cuda.set_sync_debug_mode("error")` from its first batch to
+its end, with syncs allowed only at log points); `ft.compile` with the default mode
+and with `mode="reduce-overhead"` (CUDA graphs) against eager on the tiny MLP; and
+the save table above on the GPU (its stall is the device-to-host copy into pinned
+buffers). Results go to `results.json` / `results.md` in `--out`.
 
 ## Latest results
 

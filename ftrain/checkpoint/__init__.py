@@ -5,6 +5,8 @@ Policies never touch files; the driver folds :class:`Event` values through
 actions with :func:`atomic_save`, and reads files back with :func:`safe_load`.
 """
 
+from ._async import AsyncWriter as AsyncWriter
+from ._async import Job as Job
 from ._builders import ModelCheckpoint as ModelCheckpoint
 from ._builders import default_policy as default_policy
 from ._builders import every as every
@@ -31,10 +33,12 @@ from ._template import versioned as versioned
 __all__ = [
     "FORMAT_VERSION",
     "STAGES",
+    "AsyncWriter",
     "CheckpointError",
     "CheckpointInfo",
     "Delete",
     "Event",
+    "Job",
     "MissingMetricError",
     "ModelCheckpoint",
     "Policy",
