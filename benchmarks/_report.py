@@ -248,7 +248,7 @@ def gpu_markdown(results: dict[str, Any]) -> str:
     rows = [
         [
             w["workload"],
-            f"{w['params'] / 1e6:.2f}M",
+            f"{w['params'] / 1e6:.3g}M",
             _f(w["hand_us"]),
             _f(w["fit_us"]),
             _f(w["ratio"], 3),
