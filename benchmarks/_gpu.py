@@ -177,12 +177,12 @@ class _SyncGuard:
 @contextlib.contextmanager
 def _log_points_may_sync(on: bool) -> Iterator[None]:
     """Let fit's log points (where values become numbers) sync."""
-    import ftrain._loop as loop
+    from ftrain.driver._run import Run
 
     if not on:
         yield
         return
-    original = loop._Run.log
+    original = Run.log
 
     def log(self: Any, values: Any, step: int) -> None:
         torch.cuda.set_sync_debug_mode("default")
@@ -191,11 +191,11 @@ def _log_points_may_sync(on: bool) -> Iterator[None]:
         finally:
             torch.cuda.set_sync_debug_mode("error")
 
-    loop._Run.log = log  # type: ignore[method-assign]
+    Run.log = log  # type: ignore[method-assign]
     try:
         yield
     finally:
-        loop._Run.log = original  # type: ignore[method-assign]
+        Run.log = original  # type: ignore[method-assign]
         torch.cuda.set_sync_debug_mode("default")
 
 
