@@ -69,7 +69,8 @@ class TrainLoop:
             self.config.slurm_auto_requeue, self.config.slurm_requeue_signal
         )
         self.iterator: Any = None
-        self.at = (0, 0)  # (epoch, batch index) of the batch in hand, for error notes
+        # (epoch, batch index, global step) of the batch in hand, for error notes
+        self.at = (0, 0, 0)
 
     # the fold ----------------------------------------------------------------------
 
@@ -99,7 +100,8 @@ class TrainLoop:
                     if ended:
                         break
             except BaseException as exc:
-                note_position(exc, epoch=self.at[0], batch_idx=self.at[1], step=state.step)
+                epoch_at, batch_at, step_at = self.at
+                note_position(exc, epoch=epoch_at, batch_idx=batch_at, step=step_at)
                 self._close_iterator()
                 run.fail(state, exc)
                 raise
@@ -176,7 +178,7 @@ class TrainLoop:
     ) -> tuple[TrainState, bool | None]:
         """One epoch; (state, stop after it), or None for "stop now, without its end"."""
         run, profiler = self.run, self.run.profiler
-        self.at = (epoch, start)
+        self.at = (epoch, start, state.step)
         loader, n = self._loader(state, epoch, start)
         if n == 0:
             run.end_reason = "no_data"
@@ -196,6 +198,7 @@ class TrainLoop:
         source = batches(self.iterator, n, start)
         profiling = profiler.enabled
         while n is None or batch_idx < n:
+            self.at = (epoch, batch_idx, state.step)  # also while the batch is fetched
             if profiling:
                 profiler.start("data")
             item = next(source, None)
@@ -216,7 +219,6 @@ class TrainLoop:
                 run.stop_requested = run.stop_requested or stop
                 if skipped:  # -1: the rest of this epoch is skipped, as Lightning
                     break
-            self.at = (epoch, batch_idx)
             pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
             state, stopped = self._batch(state, batch, pos, signals)
             batch_idx += 1
