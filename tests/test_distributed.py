@@ -157,7 +157,7 @@ def test_resume_after_both_ranks_are_killed(tmp_path: Path, baseline: Any) -> No
 @pytest.mark.xfail(
     strict=True,
     reason="since the driver/ restructure the mid-window checkpoint is written without "
-    "grads_per_rank (the writer does not carry with_rank_state's extra); passed before it",
+    "grads_per_rank (cause not traced yet); passed before it",
 )
 def test_kill_inside_an_accumulation_window_resumes_exactly(tmp_path: Path) -> None:
     """2 ranks, accumulate 4, a validation and a checkpoint every 3 batches (so a checkpoint
