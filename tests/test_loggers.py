@@ -20,6 +20,7 @@ from ftrain.loggers import (
     JSONLinesLogger,
     Logger,
     TensorBoardLogger,
+    _select,
     _tensorboard,
     as_loggers,
 )
@@ -415,7 +416,7 @@ def test_as_loggers_type_errors(tmp_path: Path) -> None:
 
 def test_as_loggers_falls_back_to_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without tensorboard installed, the default logger is a CSVLogger, with a warning."""
-    monkeypatch.setattr(_tensorboard, "tensorboard_available", lambda: False)
+    monkeypatch.setattr(_select, "tensorboard_available", lambda: False)
     with pytest.warns(UserWarning, match="tensorboard is not installed"):
         (logger,) = as_loggers(True, str(tmp_path))
     assert isinstance(logger, CSVLogger)
