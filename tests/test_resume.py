@@ -301,6 +301,25 @@ def test_exact_resume_after_random_kills_with_a_dataloader(
             chain.result()
 
 
+@pytest.mark.parametrize("at", [22, 33])
+def test_exact_resume_after_ctrl_c_at_an_epochs_last_batch(
+    references: dict[str, Reference], tmp_path: Path, at: int
+) -> None:
+    """Ctrl+C at the last batch of an epoch (22: the second; 33: the run's last) ends
+    that epoch as an uninterrupted run would (its logs, callbacks, schedulers, then its
+    checkpoint): the resume starts the next epoch, logs no epoch value a second time
+    at the epoch's last step (TensorBoard's ``epoch`` once per step) and ends
+    bit-identical to an uninterrupted run."""
+    args = ("--loader", "dataloader")
+    assert Child(tmp_path, *args, "--sigint-at", str(at)).run() == 0
+    stopped = torch.load(tmp_path / "final.pt", weights_only=True)
+    assert stopped["interrupted"] is True
+    assert Child(tmp_path, *args, "--resume").run() == 0
+    assert_same_run(references["dataloader"], tmp_path, [f"SIGINT after batch {at}"])
+    # The stopped run ended where an uninterrupted one is after that epoch.
+    assert stopped["counters"] == [at // 11 * 4, at, at // 11]
+
+
 def test_random_kills_during_a_save_heavy_run_leave_loadable_checkpoints(
     tmp_path: Path,
 ) -> None:

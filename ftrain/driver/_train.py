@@ -82,6 +82,7 @@ class TrainLoop:
         epoch, start = state.epoch, state.batch_idx
         if self.epoch_done:
             epoch, start = epoch + 1, 0
+            state = state.replace(epoch=epoch, batch_idx=0)  # as the loop leaves it
         with StopSignals(extra=self.requeue_on) as signals:
             try:
                 while True:
@@ -93,11 +94,11 @@ class TrainLoop:
                         break
                     state, ended = self._epoch(state, epoch, start, signals)
                     start = 0
-                    if ended is None or self.interrupted:
+                    if ended is None:
                         break
                     epoch += 1
                     state = state.replace(epoch=epoch, batch_idx=0)
-                    if ended:
+                    if ended or self.interrupted:
                         break
             except BaseException as exc:
                 epoch_at, batch_at, step_at = self.at
@@ -225,7 +226,7 @@ class TrainLoop:
             if stopped:
                 break
         self._close_iterator()
-        if self.interrupted:
+        if self.interrupted and not is_last:
             return state, None
         if batch_idx == start == 0 and not skipped:
             # Without this, an exhausted one-shot iterator would spin through empty
@@ -283,9 +284,11 @@ class TrainLoop:
         self.total_batch_idx += 1
         # A checkpoint due at the epoch's last batch is written after the epoch's end
         # (its logs, callbacks, schedulers): a resume from it then starts the next
-        # epoch and never logs the epoch's values twice.
+        # epoch and never logs the epoch's values twice. Also on an interrupt: the
+        # resumed run would log the epoch's values at a step below the one it purges
+        # from, beside what this run logged there.
         max_steps = self.stop.steps_reached(state.step)
-        ends_epoch = not self.interrupted and (pos.is_last or stopping or max_steps)
+        ends_epoch = pos.is_last or (not self.interrupted and (stopping or max_steps))
         if self._validation_due(pos, stopping, val_due):
             self._validate(state, log_step, pos.epoch, defer=ends_epoch)
             restore_modes(self.train_modes)
