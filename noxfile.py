@@ -84,7 +84,7 @@ def wheel(session: nox.Session) -> None:
     session.install("build")
     session.run("python", "-m", "build", "--wheel", "--outdir", "dist/")
     wheels = sorted(f for f in os.listdir("dist") if f.endswith(".whl"))
-    session.install(*CONSTRAINTS, f"dist/{wheels[-1]}", "pytest", "hypothesis")
+    session.install(*CONSTRAINTS, f"dist/{wheels[-1]}", "pytest", "hypothesis", "pyyaml")
     tmp = session.create_tmp()
     session.run("rm", "-rf", f"{tmp}/tests", external=True)
     session.run("cp", "-r", "tests", tmp, external=True)

@@ -76,6 +76,9 @@ def run(root: str, calls: str, kill_at: int = 0, resume: bool = False) -> None:
         loader,
         max_epochs=EPOCHS,
         checkpoint=ft.checkpoint.ModelCheckpoint(every_n_train_steps=1),
+        # Synchronous writes: a SIGKILL loses a background write in flight, and the read
+        # count the test checks assumes the checkpoint of the batch before the kill is on disk.
+        async_checkpointing=False,
         callbacks=[KillAt(kill_at)] if kill_at else [],
         ckpt_path="last" if resume else None,
         default_root_dir=root,
