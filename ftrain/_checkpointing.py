@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import _fs
 from ._restore_check import check_restorable, class_names
 from ._seed import rng_states
 from ._state import TrainState
@@ -272,7 +273,7 @@ def write_checkpoints(
         state: the state to save.
         actions: ``Save``/``Delete`` values, or ``(index, action)`` pairs as a
             reducer returns them (the index is ignored: one folder).
-        dirpath: the folder of the files.
+        dirpath: the folder of the files (a local path or an fsspec URL).
         extra: more plain entries for each written file (e.g. the policy states).
 
     Returns:
@@ -291,14 +292,14 @@ def write_checkpoints(
     for action in actions:
         if isinstance(action, tuple):
             action = action[1]
-        path = os.path.join(os.fspath(dirpath), action.name)
+        path = _fs.join(os.fspath(dirpath), action.name)
         if isinstance(action, Save):
             info = {"checkpoint_info": action.info.to_dict()}
             save_checkpoint(state, path, extra={**(extra or {}), **info})
             written.append(path)
         elif isinstance(action, Delete):
-            if os.path.exists(path):
-                os.remove(path)
+            if _fs.exists(path):
+                _fs.remove(path)
         else:
             raise TypeError(f"write_checkpoints: expected Save or Delete, got {action!r}")
     return written

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import _fs
 from ._config import FitConfig
 from .driver import fit, predict, test, validate
 from .loggers import as_loggers
@@ -70,6 +71,9 @@ class _SaveConfig:
         if int(os.environ.get("RANK", "0")) != 0:
             return
         folder = (self.loggers[0].log_dir if self.loggers else None) or self.root
+        if _fs.is_url(folder):
+            _fs.write_bytes(_fs.join(folder, "config.yaml"), self.text.encode("utf-8"))
+            return
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(self.text)

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from ._devices import parse_devices
+from ._fs import check_url, is_url
 from ._precision import parse_precision
 from ._step import _check_accumulate as check_accumulate
 
@@ -317,15 +318,8 @@ def _check_path(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             f"{attribute.name} must be a path (str or os.PathLike) or None, "
             f"got {type(value).__name__} {value!r}"
         )
-    if isinstance(value, str) and _URL.match(value):
-        raise ValueError(
-            f"{attribute.name}={value!r}: URL paths (s3://, gs://, memory://, ...) are not "
-            "supported; logs and checkpoints are written with the local file API. Use a "
-            "local folder (a bucket mounted as a folder works)"
-        )
-
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+    if is_url(value):
+        check_url(value, attribute.name)  # an unknown protocol or a missing package fails here
 
 
 def _flag(

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import _fs
 from ._rundir import checkpoint_names, is_live
 from ._warn import user_stacklevel
 from .checkpoint._io import CheckpointError, safe_load
@@ -40,7 +41,7 @@ def _rank_key(path: str) -> tuple[bool, int, int, float] | None:
         finished,
         int(info.get("step", counters.get("step", -1))),
         int(counters.get("micro_step", -1)),
-        os.path.getmtime(path),
+        _fs.mtime(path),
     )
 
 
@@ -52,7 +53,7 @@ def newest_checkpoint(dirs: Sequence[str]) -> str | None:
     keyed = []
     for d in dirs:
         for name in checkpoint_names(d):
-            path = os.path.join(d, name)
+            path = _fs.join(d, name)
             key = _rank_key(path)
             if key is not None:
                 keyed.append((key, path))
@@ -75,8 +76,8 @@ def newest_checkpoint(dirs: Sequence[str]) -> str | None:
 
 
 def _folder_checkpoint(folder: str, ckpt_path: str) -> str:
-    sub = os.path.join(folder, "checkpoints")
-    path = newest_checkpoint([sub] if os.path.isdir(sub) else [folder])
+    sub = _fs.join(folder, "checkpoints")
+    path = newest_checkpoint([sub] if _fs.isdir(sub) else [folder])
     if path is None:
         raise CheckpointError(
             f"fit: ckpt_path {ckpt_path!r} is a directory with no checkpoint (*.ckpt) files; "
@@ -118,18 +119,18 @@ def find_checkpoint(
             for policy, pstate in zip(policies, saved, strict=False):
                 name = policy.best(pstate)
                 if name is not None:
-                    return os.path.join(os.path.dirname(newest), name)
+                    return _fs.join(os.path.dirname(newest), name)
         raise ValueError(
             "fit(ckpt_path='best'): there is no best checkpoint in "
             + (", ".join(dirs) or "any checkpoint directory")
         )
-    if os.path.isdir(ckpt_path):
+    if _fs.isdir(ckpt_path):
         return _folder_checkpoint(ckpt_path, ckpt_path)
-    if version_base is not None and os.sep not in ckpt_path:
-        folder = os.path.join(version_base, ckpt_path)
-        if os.path.isdir(folder):
+    if version_base is not None and os.sep not in ckpt_path and not _fs.is_url(ckpt_path):
+        folder = _fs.join(version_base, ckpt_path)
+        if _fs.isdir(folder):
             return _folder_checkpoint(folder, ckpt_path)
-    if not os.path.exists(ckpt_path):
+    if not _fs.exists(ckpt_path):
         raise FileNotFoundError(f"fit: ckpt_path {ckpt_path!r} does not exist")
     return ckpt_path
 

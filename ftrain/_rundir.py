@@ -8,6 +8,11 @@ of a run that is still going. A fresh run treats every file already in a folder 
 foreign: its own files get ``-v1`` names beside them, and it never replaces or
 deletes them. Locks use ``fcntl.flock`` (released by the kernel when the process
 dies); where there is no ``fcntl`` (Windows) every run counts as finished.
+
+A URL folder (``s3://``, ``memory://``: ``ftrain._fs``) has no locks: object stores
+cannot lock or create a file only if absent, so there every run counts as finished,
+and names are versioned against what a listing shows (no guard against a run that
+starts at the same moment in the same folder).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import _fs
 from ._warn import user_stacklevel
 from .checkpoint._io import CheckpointError, safe_load
 
@@ -69,7 +75,11 @@ def writable_dir(path: str, flag: str) -> None:
     Raises:
         ValueError: the path is a file, or is under one; or it cannot be created or
             written; the message names ``flag`` (the argument that chose the path).
+        ImportError: a URL whose file system is not installed (see ``_fs.check_url``).
     """
+    if _fs.is_url(path):
+        _fs.writable(path, flag)
+        return
     try:
         os.makedirs(path, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -92,7 +102,7 @@ def is_live(dirpath: str, run_id: object) -> bool:
 
     A lock file left by a run that died is removed on the way.
     """
-    if fcntl is None or not isinstance(run_id, str) or not run_id:
+    if fcntl is None or not isinstance(run_id, str) or not run_id or _fs.is_url(dirpath):
         return False
     path = os.path.join(dirpath, lock_name(run_id))
     try:
@@ -131,7 +141,7 @@ class RunClaim:
             ValueError: the folder cannot be created or written (names ``flag``).
         """
         writable_dir(dirpath, flag)
-        if fcntl is None or dirpath in self._held:
+        if fcntl is None or dirpath in self._held or _fs.is_url(dirpath):
             return
         path = os.path.join(dirpath, lock_name(self.run_id))
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -155,6 +165,12 @@ def _close_all(held: dict[str, int]) -> None:
 
 def checkpoint_names(dirpath: str) -> list[str]:
     """The committed checkpoint files of a folder (no temp or hidden files)."""
+    if _fs.is_url(dirpath):
+        return [
+            name
+            for name, is_dir in _fs.entries(dirpath)
+            if not is_dir and name.endswith(_EXT) and not name.startswith(".")
+        ]
     try:
         entries = os.listdir(dirpath)
     except (FileNotFoundError, NotADirectoryError):
@@ -202,11 +218,16 @@ def check_root(root: str, loggers: Iterable[Any], policies: Iterable[Any]) -> No
         ValueError: it is a file, or cannot be created or written (names the flag).
     """
     uses_root = any(getattr(p, "dirpath", None) is None for p in policies) or any(
-        os.path.abspath(os.fspath(getattr(lg, "save_dir", "") or "")) == os.path.abspath(root)
-        for lg in loggers
+        _same_folder(os.fspath(getattr(lg, "save_dir", "") or ""), root) for lg in loggers
     )
     if uses_root:
         writable_dir(root, "default_root_dir")
+
+
+def _same_folder(a: str, b: str) -> bool:
+    if _fs.is_url(a) or _fs.is_url(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def claim_dirs(
@@ -265,6 +286,8 @@ def split_by_lineage(
 
 def others_alive(dirpath: str, run_id: str) -> bool:
     """Whether a run other than ``run_id`` holds its lock in ``dirpath`` now."""
+    if _fs.is_url(dirpath):
+        return False  # no locks on URL folders
     try:
         entries = os.listdir(dirpath)
     except OSError:

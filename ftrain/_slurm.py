@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, NoReturn
 
+from . import _fs
+
 __all__ = [
     "export_launch_env",
     "first_host",
@@ -117,10 +119,10 @@ def requeue_signals(auto_requeue: bool, signal_name: str) -> tuple[signal.Signal
 
 def hpc_checkpoints(root: str) -> list[str]:
     """The ``hpc_ckpt_N.ckpt`` files in ``root``, oldest (lowest N) first."""
-    if not os.path.isdir(root):
+    if not _fs.isdir(root):
         return []
-    found = [(int(m.group(1)), name) for name in os.listdir(root) if (m := _HPC.match(name))]
-    return [os.path.join(root, name) for _, name in sorted(found)]
+    found = [(int(m.group(1)), name) for name in _fs.listdir(root) if (m := _HPC.match(name))]
+    return [_fs.join(root, name) for _, name in sorted(found)]
 
 
 def requeue_and_exit(
@@ -134,7 +136,7 @@ def requeue_and_exit(
     """
     existing = hpc_checkpoints(root)
     number = int(_HPC.match(os.path.basename(existing[-1])).group(1)) + 1 if existing else 1  # type: ignore[union-attr]
-    path = os.path.join(root, f"hpc_ckpt_{number}.ckpt")
+    path = _fs.join(root, f"hpc_ckpt_{number}.ckpt")
     save(path)
     if not is_main:
         raise SystemExit(0)

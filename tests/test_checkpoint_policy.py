@@ -724,7 +724,7 @@ def test_newest_saved_state_is_always_kept(policy: Policy, events: list[Event]) 
         ({"filename": "{epoch"}, r"ModelCheckpoint: filename: filename template '\{epoch'"),
         ({"filename": "{val_loss:q}"}, r"bad format spec 'q'"),
         ({"save_last": "copy"}, r"save_last must be None, False, True or 'link', got 'copy'"),
-        ({"dirpath": "s3://bucket/ckpts"}, r"dirpath='s3://bucket/ckpts': URL paths"),
+        ({"dirpath": "nosuch://bucket/ckpts"}, r"dirpath='nosuch://bucket/ckpts': fsspec cannot"),
         ({"save_weights_only": 1}, r"save_weights_only must be a bool, got 1"),
         ({"auto_insert_metric_name": None}, r"auto_insert_metric_name must be a bool"),
         ({"save_on_train_epoch_end": "yes"}, r"save_on_train_epoch_end must be None or a bool"),

@@ -90,7 +90,7 @@ BAD_VALUES = [
     ("benchmark", 0, ValueError, "benchmark: unknown value 0"),
     ("deterministic", "always", ValueError, "deterministic must be None, True, False or 'warn'"),
     ("default_root_dir", 1, TypeError, "default_root_dir must be a path (str or os.PathLike) or None"),
-    ("default_root_dir", "memory://run", ValueError, "default_root_dir='memory://run': URL paths (s3://, gs://, memory://, ...) are not supported"),
+    ("default_root_dir", "nosuch://run", ValueError, "default_root_dir='nosuch://run': fsspec cannot resolve the protocol 'nosuch'"),
     ("seed", -1, ValueError, "seed must be an int >= 0 or None, got -1"),
     ("randomness", "global", ValueError, "randomness: unknown value 'global'; accepted: 'step', 'ambient'"),
     ("log_every_n_steps", -1, ValueError, "log_every_n_steps must be an int >= 0, got -1"),

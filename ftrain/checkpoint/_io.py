@@ -11,6 +11,10 @@ Reading always uses ``torch.load(weights_only=True)``: a file holding anything
 other than tensors, numbers, strings and containers is refused before any of its
 code can run. Every reading failure is a :class:`CheckpointError` naming the file.
 
+A URL path (``s3://``, ``memory://``, any fsspec URL) goes through ``ftrain._fs``:
+the file is serialized in memory and written whole (one put on object stores, a
+temp name then a move elsewhere) and read back into memory (``mmap`` does not apply).
+
 Each file carries ``"ftrain_format"`` (:data:`FORMAT_VERSION`) and, when the
 driver writes it for a policy, ``"checkpoint_info"``
 (:meth:`CheckpointInfo.to_dict`), which :func:`list_checkpoints` reads back for
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import pickle
 import re
@@ -33,6 +38,7 @@ from typing import Any
 import attrs
 import torch
 
+from .. import _fs
 from .._warn import user_stacklevel
 from ._events import CheckpointInfo
 from ._payload import UnloadableValueError, check_payload
@@ -136,6 +142,11 @@ def atomic_write_obj(obj: Any, path: str | os.PathLike[str], *, overwrite: bool 
     :func:`atomic_save` is this for checkpoints; use this for other artefacts
     (e.g. saved predictions). Same guarantees and errors as :func:`atomic_save`.
     """
+    if _fs.is_url(os.fspath(path)):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        _fs.write_bytes(os.fspath(path), buffer.getvalue(), overwrite=overwrite)
+        return
     target = os.path.abspath(os.fspath(path))
     dirpath = os.path.dirname(target)
     _check_dir(dirpath)
@@ -168,7 +179,8 @@ def atomic_save(
 
     Args:
         obj: the payload; tensors, numbers, strings, None and containers only.
-        path: the target file; replaced if it exists (see ``overwrite``).
+        path: the target file, or an fsspec URL (``s3://bucket/run/a.ckpt``);
+            replaced if it exists (see ``overwrite``).
         overwrite: False to never replace an existing file (``FileExistsError``).
 
     Raises:
@@ -205,7 +217,7 @@ def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]
 
     Returns:
         True if the link exists now; False where the platform or file system cannot
-        make links (the caller then writes a full file).
+        make links, and for URLs (the caller then writes a full file).
 
     Example:
         >>> import tempfile, os
@@ -216,6 +228,8 @@ def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]
         >>> os.readlink(os.path.join(d, "last.ckpt")), safe_load(os.path.join(d, "last.ckpt"))["step"]
         ('a.ckpt', 3)
     """
+    if _fs.is_url(os.fspath(path)):
+        return False  # object stores have no links
     target, link = os.path.abspath(os.fspath(target)), os.path.abspath(os.fspath(path))
     dirpath = os.path.dirname(link)
     if os.path.dirname(target) != dirpath:
@@ -251,9 +265,12 @@ def _weights_only_reason(err: BaseException) -> str:
 _LEGACY_HEAD = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
 
 
-def _not_zip_reason(name: str) -> str:
-    with open(name, "rb") as f:
-        head = f.read(len(_LEGACY_HEAD))
+def _not_zip_reason(source: str | io.BytesIO) -> str:
+    if isinstance(source, io.BytesIO):
+        head = source.getvalue()[: len(_LEGACY_HEAD)]
+    else:
+        with open(source, "rb") as f:
+            head = f.read(len(_LEGACY_HEAD))
     if head == _LEGACY_HEAD:
         return (
             "is in torch's legacy (pre-1.6, non-zip) format, which ftrain does not read; "
@@ -270,8 +287,12 @@ def verify_zip(path: str | os.PathLike[str]) -> None:
             bit in tensor data), naming the file and the record.
     """
     name = os.fspath(path)
+    _verify(_url_source(name) if _fs.is_url(name) else name, name)
+
+
+def _verify(source: str | io.BytesIO, name: str) -> None:
     try:
-        with zipfile.ZipFile(name) as archive:
+        with zipfile.ZipFile(source) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"checkpoint {name!r} is corrupt ({err})") from None
@@ -289,7 +310,7 @@ def safe_load(
     """Load an ftrain checkpoint with ``torch.load(weights_only=True)``.
 
     Args:
-        path: the file.
+        path: the file, or an fsspec URL (read whole into memory).
         map_location: passed to ``torch.load``.
         verify: first check the CRC of every record (reads the file once more).
         mmap: map tensors from the file instead of reading them (cheap metadata peeks).
@@ -305,20 +326,25 @@ def safe_load(
             newer ftrain.
     """
     name = os.fspath(path)
-    if os.path.isdir(name):
+    source: str | io.BytesIO = name
+    if _fs.is_url(name):
+        source, mmap = _url_source(name), False
+    elif os.path.isdir(name):
         raise CheckpointError(
             f"checkpoint {name!r} is a directory; name a checkpoint file inside it"
         )
-    if not os.path.isfile(name):
+    elif not os.path.isfile(name):
         raise CheckpointError(f"checkpoint {name!r} does not exist")
     # ftrain writes only the zip format; anything else (a cut-off file, random
     # bytes) would send torch into its legacy pickle reader with murkier errors.
-    if not zipfile.is_zipfile(name):
-        raise CheckpointError(f"checkpoint {name!r} {_not_zip_reason(name)}")
+    if not zipfile.is_zipfile(source):
+        raise CheckpointError(f"checkpoint {name!r} {_not_zip_reason(source)}")
     if verify:
-        verify_zip(name)
+        _verify(source, name)
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
     try:
-        payload = torch.load(name, map_location=map_location, weights_only=True, mmap=mmap)
+        payload = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"checkpoint {name!r} contains objects that are not plain tensors/containers "
@@ -346,6 +372,18 @@ def safe_load(
     return payload
 
 
+def _url_source(name: str) -> io.BytesIO:
+    """The bytes of the checkpoint at URL ``name``, in memory."""
+    try:
+        return io.BytesIO(_fs.read_bytes(name))
+    except (FileNotFoundError, IsADirectoryError):
+        if _fs.isdir(name):
+            raise CheckpointError(
+                f"checkpoint {name!r} is a directory; name a checkpoint file inside it"
+            ) from None
+        raise CheckpointError(f"checkpoint {name!r} does not exist") from None
+
+
 def clean_temp_files(dirpath: str | os.PathLike[str]) -> list[str]:
     """Remove temp files left by interrupted :func:`atomic_save` calls, and
     checkpoint links whose target is gone.
@@ -357,6 +395,8 @@ def clean_temp_files(dirpath: str | os.PathLike[str]) -> list[str]:
         The paths removed, sorted.
     """
     folder = os.fspath(dirpath)
+    if _fs.is_url(folder):
+        return _clean_url_temp_files(folder)
     if not os.path.isdir(folder):
         return []
     removed = []
@@ -373,6 +413,36 @@ def clean_temp_files(dirpath: str | os.PathLike[str]) -> list[str]:
     return removed
 
 
+def _clean_url_temp_files(folder: str) -> list[str]:
+    stale = [
+        _fs.join(folder, name)
+        for name, is_dir in _fs.entries(folder)
+        if not is_dir and name.startswith(".") and name.endswith(_TMP_SUFFIX)
+    ]
+    for url in stale:
+        _fs.remove(url)
+    return stale
+
+
+def _checkpoint_files(folder: str) -> list[tuple[str, str, bool]]:
+    """``(name, path, is_link)`` of the ``*.ckpt`` files of a folder (a URL or local)."""
+    if _fs.is_url(folder):
+        return [
+            (name, _fs.join(folder, name), False)
+            for name, is_dir in _fs.entries(folder)
+            if not is_dir and not name.startswith(".") and name.endswith(_EXT)
+        ]
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for entry in sorted(os.listdir(folder)):
+        full = os.path.join(folder, entry)
+        if entry.startswith(".") or not entry.endswith(_EXT) or not os.path.isfile(full):
+            continue
+        found.append((entry, full, os.path.islink(full)))
+    return found
+
+
 def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
     """Read the metadata of every committed ``*.ckpt`` file in a folder.
 
@@ -383,19 +453,14 @@ def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
     step and metrics.
 
     Args:
-        dirpath: the checkpoint folder; a missing folder has none.
+        dirpath: the checkpoint folder (a local path or a URL); a missing folder
+            has none.
 
     Returns:
         Infos sorted by file name, ready for ``policy.recover``.
     """
-    folder = os.fspath(dirpath)
-    if not os.path.isdir(folder):
-        return []
     infos = []
-    for entry in sorted(os.listdir(folder)):
-        full = os.path.join(folder, entry)
-        if entry.startswith(".") or not entry.endswith(_EXT) or not os.path.isfile(full):
-            continue
+    for entry, full, is_link in _checkpoint_files(os.fspath(dirpath)):
         try:
             raw = safe_load(full)["checkpoint_info"]
             info = CheckpointInfo.from_dict(raw)
@@ -404,7 +469,7 @@ def list_checkpoints(dirpath: str | os.PathLike[str]) -> list[CheckpointInfo]:
                 f"skipping checkpoint {full!r}: {err}", UserWarning, stacklevel=user_stacklevel()
             )
             continue
-        if os.path.islink(full):
+        if is_link:
             info = attrs.evolve(info, kind="last")
         infos.append(attrs.evolve(info, name=entry))
     return infos

@@ -37,12 +37,12 @@ The parts and their Lightning semantics are in ``_parts``; the builders
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from .._fs import check_url, is_url
 from ._events import CheckpointInfo, Delete, Event, Save, bool_field
 from ._parts import File, Last, Part, TopK, new_part_state
 
@@ -53,11 +53,8 @@ _STATE_VERSION = 1
 
 def as_dirpath(value: str | os.PathLike[str] | None) -> str | None:
     path = None if value is None else os.fspath(value)
-    if isinstance(path, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path):
-        raise ValueError(
-            f"dirpath={path!r}: URL paths (s3://, gs://, memory://, ...) are not supported; "
-            "checkpoints are written with the local file API. Use a local folder"
-        )
+    if is_url(path):
+        check_url(path, "dirpath")  # an unknown protocol or a missing package fails here
     return path
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .. import _fs
 from .._checkpointing import restore, state_payload
 from .._state import TrainState
 from ..checkpoint._async import Job
@@ -116,6 +117,9 @@ class DistEnv:
     def remove_checkpoint(self, path: str) -> None:
         """Delete a checkpoint file and its shard folders (rank 0 only)."""
         if not self.is_main:
+            return
+        if _fs.is_url(path):
+            _fs.remove(path)  # no shard folders: sharded checkpoints are local only
             return
         if os.path.lexists(path):  # a link is removed, never its target
             os.remove(path)

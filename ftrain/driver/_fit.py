@@ -298,7 +298,8 @@ def _start(
     if dist.is_main and (run.loggers or policies):
         check_root(run.root, run.loggers, policies)
     dist.share_logger_dirs(run.loggers)
-    run.writer.dirs = checkpoint_dirs(policies, run.root, run.loggers)
+    sharded = bool(getattr(dist, "sharded", False))
+    run.writer.dirs = checkpoint_dirs(policies, run.root, run.loggers, sharded=sharded)
     claim_dirs(run.writer.claim, policies, run.writer.dirs, hold=dist.is_main)
     if payload is None:
         run.writer.start_fresh(warn=dist.is_main)

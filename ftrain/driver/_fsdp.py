@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _fs
 from .._checkpointing import restore, state_payload
 from .._state import TrainState
 from .._warn import user_stacklevel
@@ -115,6 +116,12 @@ def save_sharded(
     """Every rank writes its shard; then rank 0 commits the ``.ckpt`` file naming them."""
     import torch.distributed.checkpoint as dcp
 
+    if _fs.is_url(path):
+        raise ValueError(
+            f"strategy='fsdp': sharded checkpoints are written with "
+            f"torch.distributed.checkpoint to a local folder; {path!r} is a URL. Use a "
+            "local (or mounted) checkpoint dirpath / default_root_dir"
+        )
     shards = f"{path}.{env.token}.dcp"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     dcp.save(_content(state, weights_only), checkpoint_id=shards, process_group=env._ctl)

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _fs
+
 if TYPE_CHECKING:
     import cProfile
 
@@ -101,7 +103,7 @@ class AdvancedProfiler(SimpleProfiler):
 
     def __init__(self, log_dir: str, line_count: int = 30) -> None:
         super().__init__()
-        self.path = os.path.join(log_dir, "advanced_profile.txt")
+        self.path = _fs.join(log_dir, "advanced_profile.txt")
         self.line_count = line_count
         import cProfile  # only when this profiler is asked for: `import ftrain` stays light
 
@@ -143,9 +145,12 @@ class AdvancedProfiler(SimpleProfiler):
             self._active.pop().disable()
         if not self.profiles:
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         order = [name for name in self.summary() if name in self.profiles]
         text = "\n".join(f"Profile of {name!r}\n{self.phase_report(name)}" for name in order)
+        if _fs.is_url(self.path):
+            _fs.write_bytes(self.path, text.encode("utf-8"))
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "w", encoding="utf-8") as f:
             f.write(text)
 
@@ -192,4 +197,10 @@ def make_profiler(kind: str | None, log_dir: str) -> NullProfiler:
         return SimpleProfiler()
     if kind == "advanced":
         return AdvancedProfiler(log_dir)
+    if _fs.is_url(log_dir):
+        raise ValueError(
+            f"profiler='pytorch' writes its trace with torch's local trace handler; the log "
+            f"folder {log_dir!r} is a URL. Use profiler='simple' or 'advanced', or a local "
+            "default_root_dir"
+        )
     return TorchProfiler(os.path.join(log_dir, "profiler"))

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .. import _fs
 from .._checkpointing import load_checkpoint
 from .._config import FitConfig
 from .._resume_source import find_checkpoint
@@ -44,32 +45,41 @@ def resolve_policies(checkpoint: Any, config: FitConfig, enabled: bool) -> list[
     return [checkpoint]
 
 
-def checkpoint_dirs(policies: list[Any], root: str, loggers: list[Any]) -> list[str]:
+def checkpoint_dirs(
+    policies: list[Any], root: str, loggers: list[Any], *, sharded: bool = False
+) -> list[str]:
+    """Each policy's folder. Raises ValueError for a file in the way, or for a URL
+    under FSDP (shards are written to a local folder)."""
     dirs = []
     for policy in policies:
         if policy.dirpath is not None:
             dirs.append(os.fspath(policy.dirpath))
         elif loggers and loggers[0].log_dir is not None:
-            dirs.append(os.path.join(loggers[0].log_dir, "checkpoints"))
+            dirs.append(_fs.join(loggers[0].log_dir, "checkpoints"))
         else:
-            dirs.append(os.path.join(root, "checkpoints"))
+            dirs.append(_fs.join(root, "checkpoints"))
     for d in dirs:
-        if os.path.exists(d) and not os.path.isdir(d):
+        if _fs.exists(d) and not _fs.isdir(d):
             raise ValueError(f"checkpoint dirpath {d!r} exists and is a file, not a directory")
+        if sharded and _fs.is_url(d):
+            raise ValueError(
+                f"strategy='fsdp' writes checkpoint shards to a local folder; the checkpoint "
+                f"folder {d!r} is a URL. Use a local or mounted dirpath / default_root_dir"
+            )
     return dirs
 
 
 def search_dirs(policies: list[Any], root: str, loggers: list[Any]) -> list[str]:
     """Directories where this run's checkpoints may be, without resolving a logger version."""
     dirs = [os.fspath(p.dirpath) for p in policies if p.dirpath is not None]
-    dirs.append(os.path.join(root, "checkpoints"))
+    dirs.append(_fs.join(root, "checkpoints"))
     for lg in loggers[:1]:
         save_dir, name = getattr(lg, "save_dir", None), getattr(lg, "name", None)
-        base = os.path.join(save_dir, name) if save_dir and name else None
-        if base and os.path.isdir(base):
-            for version in sorted(os.listdir(base)):
-                dirs.append(os.path.join(base, version, "checkpoints"))
-    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+        base = _fs.join(save_dir, name) if save_dir and name else None
+        if base and _fs.isdir(base):
+            for version in _fs.listdir(base):
+                dirs.append(_fs.join(base, version, "checkpoints"))
+    return [d for d in dict.fromkeys(dirs) if _fs.isdir(d)]
 
 
 def find_ckpt(
@@ -78,7 +88,7 @@ def find_ckpt(
     """The file a run resumes from: a path, or "last"/"best" found in ``dirs``."""
     lg = loggers[0] if loggers else None
     save_dir, name = getattr(lg, "save_dir", None), getattr(lg, "name", None)
-    base = os.path.join(save_dir, name) if save_dir and name else None
+    base = _fs.join(save_dir, name) if save_dir and name else None
     return find_checkpoint(ckpt_path, dirs, policies, base)
 
 

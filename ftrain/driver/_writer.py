@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from .. import _fs
 from .._rundir import (
     NameTaken,
     RunClaim,
@@ -106,7 +107,7 @@ class CheckpointWriter:
                 for action in saves:
                     self._save(i, action, state, extra, bar, owned, job)
                 for deletion in deletes:
-                    path = os.path.join(self.dirs[i], deletion.name)
+                    path = _fs.join(self.dirs[i], deletion.name)
                     if path != self.resumed_from:
                         job.then(partial(self.dist.remove_checkpoint, path))
         except FileExistsError:
@@ -125,11 +126,11 @@ class CheckpointWriter:
         job: Job,
     ) -> None:
         policy = self.reducer.policies[i]
-        path = os.path.join(self.dirs[i], action.name)
-        link = None if action.link_to is None else os.path.join(self.dirs[i], action.link_to)
+        path = _fs.join(self.dirs[i], action.name)
+        link = None if action.link_to is None else _fs.join(self.dirs[i], action.link_to)
         # A name this run does not own yet is a new file: never replace one on disk.
         mine = action.name in owned or path in self.created
-        if not mine and link is None and self.dist.is_main and os.path.lexists(path):
+        if not mine and link is None and self.dist.is_main and _lexists(path):
             raise NameTaken(action.name)
         self.dist.save_checkpoint(
             state,
@@ -161,7 +162,7 @@ class CheckpointWriter:
         for d in self.dirs:
             infos: list[Any] = []
             others: list[str] = []
-            if os.path.isdir(d):
+            if _fs.isdir(d):
                 # A temp file of a run still writing into this folder is not debris.
                 if self.dist.is_main and not others_alive(d, self.claim.run_id):
                     clean_temp_files(d)
@@ -176,7 +177,12 @@ class CheckpointWriter:
         if best is None:
             return None, None, self.last_saved
         i, name, score = best
-        return os.path.join(self.dirs[i], name), score, self.last_saved
+        return _fs.join(self.dirs[i], name), score, self.last_saved
+
+
+def _lexists(path: str) -> bool:
+    # A local link counts even if its target is gone; URLs have no links.
+    return _fs.exists(path) if _fs.is_url(path) else os.path.lexists(path)
 
 
 def _with_info(extra: Callable[[], dict[str, Any]], info: Any) -> dict[str, Any]:

@@ -4,6 +4,13 @@ A logger receives hyperparameters once and metrics at log points, as plain
 Python floats, and only on rank 0: the driver does the conversion and the rank
 check, so a logger is a small piece of file I/O. TensorBoard and CSV loggers
 share the directory layout of Lightning: ``save_dir/name/version_N``.
+
+A ``save_dir`` that is a URL (``s3://bucket/runs``, any fsspec URL) is written
+through a local staging folder: the logger writes its files there as it would
+locally, and uploads each changed file whole at ``flush`` (the driver flushes before
+every checkpoint), at ``finalize`` and at most every :data:`UPLOAD_EVERY_S` seconds
+at log points. Object stores cannot append, and a whole-object put is atomic, so a
+reader never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -12,10 +19,17 @@ import json
 import numbers
 import os
 import re
+import shutil
+import tempfile
+import time
+import weakref
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from .. import _fs
+
 __all__ = [
+    "UPLOAD_EVERY_S",
     "Logger",
     "VersionedLogger",
     "claim_version",
@@ -25,6 +39,9 @@ __all__ = [
 ]
 
 _VERSION_DIR = re.compile(r"version_(\d+)")
+_CLAIM_MARKER = ".ftrain-version"
+UPLOAD_EVERY_S = 60.0
+"""Seconds between uploads at log points when a logger writes to a URL."""
 _MEMBERS = (
     "name",
     "version",
@@ -86,20 +103,20 @@ def next_version(root: str) -> int:
     """Return 1 + the largest ``N`` among the ``version_N`` folders of ``root``, or 0.
 
     Args:
-      root: the ``save_dir/name`` folder; it need not exist.
+      root: the ``save_dir/name`` folder (a local path or a URL); it need not exist.
 
     Returns:
       The first free version number.
     """
-    try:
-        entries = os.listdir(root)
-    except FileNotFoundError:
-        return 0
-    found = [
-        int(m.group(1))
-        for entry in entries
-        if (m := _VERSION_DIR.fullmatch(entry)) and os.path.isdir(os.path.join(root, entry))
-    ]
+    if _fs.is_url(root):
+        folders = [name for name, is_dir in _fs.entries(root) if is_dir]
+    else:
+        try:
+            entries = os.listdir(root)
+        except FileNotFoundError:
+            return 0
+        folders = [e for e in entries if os.path.isdir(os.path.join(root, e))]
+    found = [int(m.group(1)) for entry in folders if (m := _VERSION_DIR.fullmatch(entry))]
     return max(found, default=-1) + 1
 
 
@@ -108,6 +125,9 @@ def claim_version(root: str) -> int:
 
     ``os.mkdir`` fails if the folder exists, so runs started together in one root
     each get their own version: a run that loses the race tries the next number.
+    A URL root has no atomic folder creation: the version is the next one a listing
+    shows, marked at once with a small ``.ftrain-version`` file (two runs starting
+    in the same instant may pick the same version there).
 
     Args:
       root: the ``save_dir/name`` folder; created if missing.
@@ -115,6 +135,12 @@ def claim_version(root: str) -> int:
     Returns:
       The version whose folder this call created.
     """
+    if _fs.is_url(root):
+        version = next_version(root)
+        folder = _fs.join(root, f"version_{version}")
+        _fs.makedirs(folder)
+        _fs.write_bytes(_fs.join(folder, _CLAIM_MARKER), b"")
+        return version
     os.makedirs(root, exist_ok=True)
     version = next_version(root)
     while True:
@@ -152,6 +178,12 @@ class VersionedLogger:
         self._save_dir = os.fspath(save_dir)
         self._name = name
         self._version = version
+        self._remote = _fs.is_url(self._save_dir)
+        if self._remote:
+            _fs.check_url(self._save_dir, f"{type(self).__name__}: save_dir")
+        self._stage: tuple[str, str] | None = None  # (URL log_dir, local staging folder)
+        self._uploaded: dict[str, tuple[int, int]] = {}
+        self._uploaded_at = time.monotonic()
 
     @property
     def save_dir(self) -> str:
@@ -175,16 +207,46 @@ class VersionedLogger:
         """``save_dir/name/version_N`` (or ``save_dir/name/<version>`` for a str version)."""
         version = self.version
         folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self._save_dir, self._name, folder)
+        return _fs.join(self._save_dir, self._name, folder)
 
     def _use_version(self, version: int | str) -> None:
         _check_version(type(self).__name__, version)
         self._version = version
 
     def _ensure_dir(self) -> str:
+        """The folder to write files into: ``log_dir``, or for a URL its staging folder."""
         path = self.log_dir
-        os.makedirs(path, exist_ok=True)
-        return path
+        if not self._remote:
+            os.makedirs(path, exist_ok=True)
+            return path
+        if self._stage is None or self._stage[0] != path:
+            stage = tempfile.mkdtemp(prefix="ftrain-log-")
+            weakref.finalize(self, shutil.rmtree, stage, ignore_errors=True)
+            self._stage, self._uploaded = (path, stage), {}
+        return self._stage[1]
+
+    def _download(self, name: str) -> bool:
+        """For a URL ``log_dir``: copy its file ``name`` into the staging folder, if it exists."""
+        return _fs.get_file(_fs.join(self.log_dir, name), os.path.join(self._ensure_dir(), name))
+
+    def _upload(self) -> None:
+        """For a URL ``log_dir``: upload each staged file changed since its last upload."""
+        if self._stage is None:
+            return
+        url, stage = self._stage
+        for name in sorted(os.listdir(stage)):
+            local = os.path.join(stage, name)
+            if name.endswith(".tmp") or not os.path.isfile(local):
+                continue
+            info = os.stat(local)
+            key = (info.st_size, info.st_mtime_ns)
+            if self._uploaded.get(name) != key:
+                _fs.put_file(local, _fs.join(url, name))
+                self._uploaded[name] = key
+        self._uploaded_at = time.monotonic()
+
+    def _upload_due(self) -> bool:
+        return self._remote and time.monotonic() - self._uploaded_at >= UPLOAD_EVERY_S
 
 
 def _check_version(owner: str, version: object) -> None:

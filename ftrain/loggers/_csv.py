@@ -7,6 +7,7 @@ import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from .. import _fs
 from ._base import VersionedLogger, save_hparams_json
 
 __all__ = ["CSVLogger"]
@@ -30,7 +31,8 @@ class CSVLogger(VersionedLogger):
     rewrites the file with the wider header. Hyperparameters go to ``hparams.json``.
 
     Args:
-      save_dir: root folder of all experiments.
+      save_dir: root folder of all experiments; an fsspec URL (``s3://bucket/runs``)
+        stages the files locally and uploads them at each flush.
       name: experiment folder under ``save_dir``.
       version: ``None`` for the next free ``version_N``; an int ``v`` for
         ``version_{v}``; a string for a folder of exactly that name.
@@ -66,8 +68,13 @@ class CSVLogger(VersionedLogger):
 
     @property
     def metrics_file(self) -> str:
-        """Path of ``metrics.csv``."""
-        return os.path.join(self.log_dir, METRICS_FILE)
+        """Path (or URL) of ``metrics.csv``."""
+        return _fs.join(self.log_dir, METRICS_FILE)
+
+    @property
+    def _file(self) -> str:
+        # The file written: metrics_file, or its staged copy for a URL.
+        return os.path.join(self._ensure_dir(), METRICS_FILE) if self._remote else self.metrics_file
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         """Merge ``params`` into the run's hyperparameters and rewrite ``hparams.json``."""
@@ -79,6 +86,8 @@ class CSVLogger(VersionedLogger):
         self._pending.append({"step": step, **metrics})
         if len(self._pending) >= self._every:
             self._write()
+        if self._upload_due():
+            self.flush()
 
     def resume(self, version: int | str, step: int) -> None:
         """Continue ``version``'s ``metrics.csv``, dropping its rows at steps >= ``step``.
@@ -90,7 +99,9 @@ class CSVLogger(VersionedLogger):
         self.flush()
         self._use_version(version)
         self._header = []
-        path = self.metrics_file
+        path = self._file
+        if self._remote and not self._download(METRICS_FILE):
+            return
         if not os.path.exists(path):
             return
         with open(path, newline="", encoding="utf-8") as f:
@@ -101,12 +112,13 @@ class CSVLogger(VersionedLogger):
         self._rewrite(_columns({k for row in kept for k in row} | {"step"}), kept)
 
     def flush(self) -> None:
-        """Write buffered rows to ``metrics.csv``."""
+        """Write buffered rows to ``metrics.csv`` (and upload it, for a URL)."""
         self._write()
+        self._upload()
 
     def finalize(self, status: str) -> None:
         """Write buffered rows; the file is closed after every write."""
-        self._write()
+        self.flush()
 
     def _write(self) -> None:
         if not self._pending:
@@ -114,22 +126,23 @@ class CSVLogger(VersionedLogger):
         rows, self._pending = self._pending, []
         keys = set(self._header).union(*rows)
         if len(keys) == len(self._header):
-            with open(self.metrics_file, "a", newline="", encoding="utf-8") as f:
+            with open(self._file, "a", newline="", encoding="utf-8") as f:
                 csv.DictWriter(f, self._header).writerows(rows)
             return
         old: list[dict[str, Any]] = []
         if self._header:  # earlier rows of this run, under the narrower header
-            with open(self.metrics_file, newline="", encoding="utf-8") as f:
+            with open(self._file, newline="", encoding="utf-8") as f:
                 old = list(csv.DictReader(f))
         self._rewrite(_columns(keys), old + rows)
 
     def _rewrite(self, header: list[str], rows: list[dict[str, Any]]) -> None:
         self._ensure_dir()
-        tmp = self.metrics_file + ".tmp"
+        target = self._file
+        tmp = target + ".tmp"
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, header)
             writer.writeheader()
             writer.writerows(rows)
         # A crash mid-rewrite must not lose the rows already logged.
-        os.replace(tmp, self.metrics_file)
+        os.replace(tmp, target)
         self._header = header

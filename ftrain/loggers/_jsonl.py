@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from .. import _fs
+
 __all__ = ["JSONLinesLogger"]
 
 
@@ -35,6 +37,12 @@ class JSONLinesLogger:
 
     def __init__(self, path_or_dir: str | os.PathLike[str], name: str = "jsonl") -> None:
         path = os.fspath(path_or_dir)
+        if _fs.is_url(path):
+            raise ValueError(
+                f"JSONLinesLogger: path_or_dir={path!r} is a URL; this logger appends to a "
+                "local file, which object stores cannot do. Use CSVLogger or "
+                "TensorBoardLogger for a URL (they upload whole files)"
+            )
         self.path = path if path.endswith(".jsonl") else os.path.join(path, "metrics.jsonl")
         self.name = name
         self.version: int | str = 0

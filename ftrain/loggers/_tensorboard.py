@@ -9,7 +9,6 @@ metric ``val_X`` (or ``val/X``) appears beside a training one (``X``, ``train_X`
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
 import re
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .. import _fs
 from ._base import VersionedLogger, flatten_params, save_hparams_json
 
 __all__ = ["TensorBoardLogger", "tensorboard_available", "train_val_layout"]
@@ -72,7 +72,9 @@ class TensorBoardLogger(VersionedLogger):
     and in ``hparams.json``. tensorboard is imported on the first write.
 
     Args:
-      save_dir: root folder of all experiments.
+      save_dir: root folder of all experiments; an fsspec URL (``s3://bucket/runs``)
+        writes the event files in a local staging folder and uploads them at each
+        flush (tensorboard's own remote writing needs TensorFlow's file systems).
       name: experiment folder under ``save_dir``.
       version: ``None`` for the next free ``version_N``; an int ``v`` for
         ``version_{v}``; a string for a folder of exactly that name.
@@ -106,7 +108,7 @@ class TensorBoardLogger(VersionedLogger):
 
             # A reopened run (after finalize or on resume) must get an event file
             # that sorts after the existing ones.
-            _wait_past_event_files(self._ensure_dir())
+            _wait_past_event_files(self._event_files())
             self._writer = SummaryWriter(
                 self._ensure_dir(), purge_step=purge_step, **self._writer_kwargs
             )
@@ -130,7 +132,7 @@ class TensorBoardLogger(VersionedLogger):
         # before any metric is known.
         _, session_start, _ = hparams(flatten_params(self._hparams), {})
         writer.file_writer.add_summary(session_start)
-        save_hparams_json(self.log_dir, self._hparams)
+        save_hparams_json(self._ensure_dir(), self._hparams)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Add one scalar per metric at ``step``; ``epoch`` is written once per step."""
@@ -148,6 +150,8 @@ class TensorBoardLogger(VersionedLogger):
                 # At this step: TensorBoard shows the layout written last.
                 writer.file_writer.add_summary(_layout_summary(layout), step)
                 self._layout = layout
+        if self._upload_due():
+            self.flush()
 
     def resume(self, version: int | str, step: int) -> None:
         """Reopen ``version`` so TensorBoard hides its events at steps >= ``step``.
@@ -159,21 +163,29 @@ class TensorBoardLogger(VersionedLogger):
         self.finalize("interrupted")
         self._tags, self._layout, self._epoch_step = set(), {}, None
         self._use_version(version)
-        _wait_past_event_files(self.log_dir)
+        _wait_past_event_files(self._event_files())
         # purge_step writes a restart marker; TensorBoard's reader drops the
         # older events at steps >= step when it meets it.
         self._open(purge_step=step)
 
     def flush(self) -> None:
-        """Write pending events to disk."""
+        """Write pending events to disk (and upload the changed files, for a URL)."""
         if self._writer is not None:
             self._writer.flush()
+        self._upload()
 
     def finalize(self, status: str) -> None:
         """Flush and close the event file; a later write opens a new one."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._upload()
+
+    def _event_files(self) -> list[str]:
+        """Names of this version's event files (for a URL: uploaded and staged ones)."""
+        names = _fs.listdir(self.log_dir) if self._remote else []
+        names += os.listdir(self._ensure_dir())
+        return [n for n in names if n.startswith("events.out.tfevents.")]
 
 
 def _layout_summary(layout: Mapping[str, Any]) -> Any:
@@ -182,14 +194,14 @@ def _layout_summary(layout: Mapping[str, Any]) -> Any:
     return custom_scalars(layout)
 
 
-def _wait_past_event_files(log_dir: str) -> None:
+def _wait_past_event_files(names: Iterable[str]) -> None:
     # TensorBoard reads a folder's event files in name order, and the name
     # starts with the creation second; the resumed file must sort after the
     # old ones for its restart marker to apply. Only a resume within the same
     # second (in one process) can break this, so waiting is almost never needed.
     stamps = []
-    for path in glob.glob(os.path.join(log_dir, "events.out.tfevents.*")):
-        stamp = os.path.basename(path).split(".")[3]
+    for name in names:
+        stamp = name.split(".")[3]
         if stamp.isdigit():
             stamps.append(int(stamp))
     if stamps:
