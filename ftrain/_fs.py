@@ -99,7 +99,11 @@ def check_url(url: str, flag: str) -> None:
 
 
 def _resolve(url: str) -> tuple[Any, str]:
-    fs, path = _fsspec(url, "path").core.url_to_fs(url)
+    try:
+        fs, path = _fsspec(url, "path").core.url_to_fs(url)
+    except (ValueError, ImportError):
+        check_url(url, "path")  # the clear message, when the protocol is the cause
+        raise
     return fs, path
 
 

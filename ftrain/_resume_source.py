@@ -93,7 +93,7 @@ def find_checkpoint(
 
     Args:
         ckpt_path: "last", "best", a logger version folder name (``"version_3"``), a
-            run folder, or a file.
+            run folder, or a file; folders and files may be fsspec URLs.
         dirs: the folders "last" and "best" search.
         policies: the run's policies ("best" asks them which file is best).
         version_base: ``save_dir/name`` of the first logger, where versions live.
@@ -103,6 +103,8 @@ def find_checkpoint(
         CheckpointError: a folder without checkpoints.
         FileNotFoundError: nothing of that name exists.
     """
+    if _fs.is_url(ckpt_path):
+        _fs.check_url(ckpt_path, "fit: ckpt_path")
     if ckpt_path == "last":
         path = newest_checkpoint(dirs)
         if path is None:

@@ -144,6 +144,9 @@ def test_resume_from_a_memory_url_is_exact(tmp_path: Path, monkeypatch: pytest.M
         for k in ref_opt["state"]:
             assert torch.equal(ref_opt["state"][k]["exp_avg"], opt["state"][k]["exp_avg"])
         assert store(root).cat_file(f"{root}/ftrain_logs/version_0/metrics.csv") == ref_csv
+        # TensorBoard: the resumed run's event file (with its purge marker) beside the first.
+        events = [n for n in names(f"{root}/tb/version_0") if n.startswith("events.out.")]
+        assert len(events) == 2, events
     assert os.listdir(tmp_path) == []
 
 
@@ -187,6 +190,44 @@ def test_bad_urls_are_refused_at_construction(monkeypatch: pytest.MonkeyPatch) -
         ft.FitConfig(default_root_dir="memory://x")
     with pytest.raises(ImportError, match=r"dirpath='s3://b/c'.*torch-ftrain\[fsspec\]"):
         ft.checkpoint.ModelCheckpoint(dirpath="s3://b/c")
+
+
+def test_loggers_on_a_url_claim_versions_upload_at_flush_and_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each logger on a URL root takes the next version a listing shows; rows reach the
+    store at flush (or at a log point once UPLOAD_EVERY_S has passed); a resume downloads
+    metrics.csv and drops the rows at steps >= the resumed step."""
+    root = memory_root()
+    first, second = CSVLogger(root), CSVLogger(root)
+    assert (first.version, second.version) == (0, 1)
+    assert names(f"{root}/ftrain_logs") == ["version_0", "version_1"]
+    first.log_metrics({"loss": 1.0}, step=0)
+    first.log_metrics({"loss": 0.5}, step=1)
+    assert names(first.log_dir) == [".ftrain-version"]  # nothing uploaded before a flush
+    first.flush()
+    uploaded = store(root).cat_file(first.metrics_file).decode()
+    assert uploaded.splitlines() == ["step,loss", "0,1.0", "1,0.5"]
+    monkeypatch.setattr("ftrain.loggers._base.UPLOAD_EVERY_S", 0.0)
+    first.log_metrics({"loss": 0.25}, step=2)  # no flush: due at this log point
+    assert store(root).cat_file(first.metrics_file).decode().splitlines()[-1] == "2,0.25"
+    first.finalize("success")
+    again = CSVLogger(root)
+    again.resume(0, step=1)
+    again.log_metrics({"loss": 0.75}, step=1)
+    again.finalize("success")
+    text = store(root).cat_file(first.metrics_file).decode()
+    assert text.splitlines() == ["step,loss", "0,1.0", "1,0.75"]
+
+
+def test_ckpt_path_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL ckpt_path with an unknown protocol, or naming no file, is a clear error."""
+    monkeypatch.chdir(tmp_path)
+    root = memory_root()
+    with pytest.raises(ValueError, match=r"ckpt_path='nosuch://x/last.ckpt'.*fsspec cannot"):
+        memory_fit(root, ckpt_path="nosuch://x/last.ckpt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        memory_fit(root, ckpt_path=f"{root}/missing.ckpt")
 
 
 # --- S3, through a real S3-compatible server on 127.0.0.1 ---------------------------

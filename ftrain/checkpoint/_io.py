@@ -313,7 +313,8 @@ def safe_load(
         path: the file, or an fsspec URL (read whole into memory).
         map_location: passed to ``torch.load``.
         verify: first check the CRC of every record (reads the file once more).
-        mmap: map tensors from the file instead of reading them (cheap metadata peeks).
+        mmap: map tensors from the file instead of reading them (cheap metadata peeks);
+            ignored for a URL, which is read whole.
 
     Returns:
         The payload dict.
