@@ -148,17 +148,22 @@ class TensorLoader:
         )
 
 
+_CHUNK = 256  # batches whose views are made together: one split() call, not 256 slices
+
+
 def _slices(
     tensors: tuple[torch.Tensor, ...], single: bool, bs: int, start: int, stop: int
 ) -> Iterator[Any]:
-    if single:
-        t = tensors[0]
-        for i in range(start, stop):
-            yield t[i * bs : (i + 1) * bs]
-        return
-    for i in range(start, stop):
-        s = i * bs
-        yield tuple([t[s : s + bs] for t in tensors])
+    # split() makes a chunk's views in one call (~1.3 µs a view, a slice ~3.4); chunks
+    # keep the views alive at any time to a few hundred, whatever the epoch's length.
+    for first in range(start, stop, _CHUNK):
+        last = min(first + _CHUNK, stop)
+        s, e = first * bs, min(last * bs, len(tensors[0]))
+        views = [t[s:e].split(bs) for t in tensors]
+        if single:
+            yield from views[0]
+        else:
+            yield from zip(*views, strict=True)
 
 
 def _gathers(

@@ -79,49 +79,70 @@ def mix_seed(*values: int) -> int:
     return h >> 1
 
 
-@functools.lru_cache(maxsize=16)
-def _seed_round(seed: int) -> int:
-    # mix_seed's state after its first value: the same for every step of a run.
-    return _splitmix64(0x2545F4914F6CDD1D ^ (seed & _MASK64))
+_BLOCK = 1024  # step seeds computed together, vectorised (one hash ~0.02 µs, not ~2)
+
+
+def _splitmix64_array(x: np.ndarray) -> np.ndarray:
+    # _splitmix64 on uint64 arrays: numpy's unsigned arithmetic wraps modulo 2**64.
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_block(seed: int, rank: int, block: int) -> list[int]:
+    """``mix_seed(seed, m, rank)`` for the micro-steps ``m`` of one block of _BLOCK."""
+    first = _splitmix64(0x2545F4914F6CDD1D ^ (seed & _MASK64))
+    steps = np.arange(block * _BLOCK, (block + 1) * _BLOCK, dtype=np.uint64)
+    x = _splitmix64_array(np.uint64(first) ^ steps)
+    x = _splitmix64_array(x ^ np.uint64(rank & _MASK64))
+    out: list[int] = (x >> np.uint64(1)).tolist()
+    return out
+
+
+def step_seed(seed: int, micro_step: int, rank: int) -> int:
+    """``mix_seed(seed, micro_step, rank)``, from a cached block of consecutive steps."""
+    if not 0 <= micro_step < 1 << 62:
+        return mix_seed(seed, micro_step, rank)
+    return _seed_block(seed, rank, micro_step // _BLOCK)[micro_step % _BLOCK]
 
 
 def seed_step(seed: int, micro_step: int, rank: int, cuda: bool) -> None:
     """Seed torch's default generators for one step from (seed, micro_step, rank).
 
-    The seed is ``mix_seed(seed, micro_step, rank)``; on the hot path the seed's round
-    is cached and the other two are inlined (a third of the hashing, no calls).
+    The seed is ``mix_seed(seed, micro_step, rank)`` (:func:`step_seed`).
     """
-    m = _MASK64
-    x = ((_seed_round(seed) ^ (micro_step & m)) + 0x9E3779B97F4A7C15) & m
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
-    x = ((x ^ (x >> 31) ^ (rank & m)) + 0x9E3779B97F4A7C15) & m
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
-    s = (x ^ (x >> 31)) >> 1
+    s = step_seed(seed, micro_step, rank)
     # The CPU default generator seeds from a 64-bit value; CUDA only if it is in use,
     # because `torch.manual_seed` would otherwise initialise every CUDA device.
-    torch.default_generator.manual_seed(s)
+    _CPU.manual_seed(s)
     if cuda:
         torch.cuda.manual_seed(s)
 
 
+_CPU = torch.default_generator
+
+
 def enter_step(seed: int, micro_step: int, rank: int, cuda: bool) -> Any:
     """Save the global torch generators' states, then seed them for one step."""
-    saved: Any = torch.default_generator.get_state()
+    saved: Any = _CPU.get_state()
     if cuda:
         saved = (saved, torch.cuda.get_rng_state())
-    seed_step(seed, micro_step, rank, cuda)
+    s = step_seed(seed, micro_step, rank)
+    _CPU.manual_seed(s)
+    if cuda:
+        torch.cuda.manual_seed(s)
     return saved
 
 
 def leave_step(saved: Any) -> None:
     """Put back the states :func:`enter_step` saved."""
     if isinstance(saved, tuple):
-        torch.default_generator.set_state(saved[0])
+        _CPU.set_state(saved[0])
         torch.cuda.set_rng_state(saved[1])
     else:
-        torch.default_generator.set_state(saved)
+        _CPU.set_state(saved)
 
 
 def check_randomness(_: Any, __: Any, value: Any) -> None:

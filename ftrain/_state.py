@@ -229,7 +229,18 @@ def _check_ownership(state: TrainState) -> None:
 
 
 _new = object.__new__
-_set = object.__setattr__
+
+
+def _setter(name: str) -> Any:
+    # The slot's own descriptor: a direct store, without object.__setattr__'s lookup.
+    return TrainState.__dict__[name].__set__
+
+
+_MODEL, _OPTIMIZER, _SCHEDULER, _SCALER = map(
+    _setter, ("model", "optimizer", "scheduler", "scaler")
+)
+_STEP, _MICRO_STEP, _EPOCH, _BATCH_IDX = map(_setter, ("step", "micro_step", "epoch", "batch_idx"))
+_EPOCH_LENGTH, _SEED, _RANK, _EXTRAS = map(_setter, ("epoch_length", "seed", "rank", "extras"))
 
 
 def advance(
@@ -240,25 +251,24 @@ def advance(
     ``advance(state, step, micro_step, batch_idx, scaler, extras)`` equals
     ``state.replace(step=..., micro_step=..., batch_idx=..., scaler=..., extras=...)``
     without evolve's generic path and validators (the counters are the caller's
-    increments of validated ones): about 1 µs a step instead of 3, and several times
-    that in a real loop, where evolve's code is out of the CPU's caches. Every field
-    is carried by name (``tests/test_state.py`` checks that none is missed).
+    increments of validated ones): about 2 µs a step instead of 10. Every field is
+    carried by name (``tests/test_state.py`` checks that none is missed).
     """
     if type(state) is not TrainState:
         return state.replace(
             step=step, micro_step=micro_step, batch_idx=batch_idx, scaler=scaler, extras=extras
         )
     new = _new(TrainState)
-    _set(new, "model", state.model)
-    _set(new, "optimizer", state.optimizer)
-    _set(new, "scheduler", state.scheduler)
-    _set(new, "scaler", scaler)
-    _set(new, "step", step)
-    _set(new, "micro_step", micro_step)
-    _set(new, "epoch", state.epoch)
-    _set(new, "batch_idx", batch_idx)
-    _set(new, "epoch_length", state.epoch_length)
-    _set(new, "seed", state.seed)
-    _set(new, "rank", state.rank)
-    _set(new, "extras", extras)
+    _MODEL(new, state.model)
+    _OPTIMIZER(new, state.optimizer)
+    _SCHEDULER(new, state.scheduler)
+    _SCALER(new, scaler)
+    _STEP(new, step)
+    _MICRO_STEP(new, micro_step)
+    _EPOCH(new, state.epoch)
+    _BATCH_IDX(new, batch_idx)
+    _EPOCH_LENGTH(new, state.epoch_length)
+    _SEED(new, state.seed)
+    _RANK(new, state.rank)
+    _EXTRAS(new, extras)
     return new

@@ -511,3 +511,24 @@ def test_default_collate_is_the_rebuilt_collate() -> None:
     """A loader without collate_fn keeps torch's default collate after rebuilding."""
     out = prepare_loader(DataLoader(CountingDataset(4), batch_size=2), seed=0, epoch=0)
     assert isinstance(out, DataLoader) and out.collate_fn is default_collate
+
+
+@pytest.mark.parametrize("n", [1, 64 * 256, 64 * 256 + 1, 64 * 600 + 17])
+@pytest.mark.parametrize("skip", [0, 255, 256, 300])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_unshuffled_tensor_loader_yields_the_slices_a_loop_takes(
+    n: int, skip: int, drop_last: bool
+) -> None:
+    """Batch i is x[i*bs:(i+1)*bs] (views), across the loader's chunks of 256 batches."""
+    x, y = torch.arange(n * 3.0).reshape(n, 3), torch.arange(n)
+    bs = 64
+    loader = TensorLoader(x, y, batch_size=bs, shuffle=False, drop_last=drop_last)
+    expected = [(x[i * bs : (i + 1) * bs], y[i * bs : (i + 1) * bs]) for i in range(len(loader))]
+    loader.set_skip(min(skip, len(loader)))
+    got = list(loader)
+    assert len(got) == len(expected[min(skip, len(loader)) :])
+    for (gx, gy), (ex, ey) in zip(got, expected[min(skip, len(loader)) :], strict=True):
+        assert torch.equal(gx, ex) and torch.equal(gy, ey)
+        assert gx.data_ptr() == ex.data_ptr()  # a view, not a copy
+    single = TensorLoader(x, batch_size=bs, shuffle=False, drop_last=drop_last)
+    assert [b.shape[0] for b in single] == [e[0].shape[0] for e in expected]

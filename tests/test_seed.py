@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ftrain as ft
-from ftrain._seed import seed_step
+from ftrain._seed import seed_step, step_seed
 
 _ints = st.integers(min_value=0, max_value=2**64 - 1)
 
@@ -100,6 +100,15 @@ def test_seed_step_makes_torch_draws_a_function_of_the_counters() -> None:
 
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1), micro_step=_ints, rank=_ints)
 def test_seed_step_seeds_with_mix_seed(seed: int, micro_step: int, rank: int) -> None:
-    """seed_step's inlined hash is mix_seed(seed, micro_step, rank), bit for bit."""
+    """seed_step's cached, vectorised hash is mix_seed(seed, micro_step, rank), bit for bit."""
     seed_step(seed, micro_step, rank, cuda=False)
     assert torch.initial_seed() == ft.mix_seed(seed, micro_step, rank)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**63 - 1, 2**64 + 5, -3])
+@pytest.mark.parametrize("rank", [0, 3, 2**40])
+def test_step_seeds_equal_mix_seed_across_block_edges(seed: int, rank: int) -> None:
+    """Seeds computed a block at a time equal mix_seed at every block's edges."""
+    steps = [0, 1, 1023, 1024, 1025, 2047, 2048, 10**6, 2**33 + 17, 2**64 - 1, 2**64, -1]
+    for micro_step in steps:
+        assert step_seed(seed, micro_step, rank) == ft.mix_seed(seed, micro_step, rank)
