@@ -59,6 +59,10 @@ class Run:
     ) -> None:
         self.config, self.dist, self.device, self.clock = config, dist, device, clock
         self.root = root
+        # Read once: step_log_due and checkpoints_on are asked after every batch.
+        self._log_every = config.log_every_n_steps or 0
+        self._fast = config.fast_dev_batches
+        self.checkpoints_on = writer.enabled  # the policies are fixed for the run
         self.loggers = loggers
         self.callbacks = list(callbacks)
         self.writer = writer
@@ -206,8 +210,8 @@ class Run:
 
     def step_log_due(self, step: int, stopping: bool) -> bool:
         """Whether the step values are logged after optimizer step ``step``."""
-        every = self.config.log_every_n_steps
-        return bool((every and step % every == 0) or self.config.fast_dev_batches or stopping)
+        every = self._log_every
+        return bool((every and step % every == 0) or self._fast or stopping)
 
     def step_learning_rates(self, state: TrainState, step: int) -> dict[str, float] | None:
         """The lr a step-interval LearningRateMonitor logs at ``step``: the one the step
@@ -302,10 +306,6 @@ class Run:
             self.log({**logged, "epoch": epoch}, step)
 
     # checkpoints ---------------------------------------------------------------------
-
-    @property
-    def checkpoints_on(self) -> bool:
-        return self.writer.enabled
 
     def checkpoint(
         self,

@@ -71,6 +71,14 @@ class TrainLoop:
         self.iterator: Any = None
         # (epoch, batch index, global step) of the batch in hand, for error notes
         self.at = (0, 0, 0)
+        self.max_steps = stop.max_steps  # -1: none (stop.steps_reached, inlined per batch)
+        # One process and no clock-based decision (max_time, a time val_check_interval):
+        # after a batch, only a signal or a stop request can end the run.
+        self.solo_untimed = (
+            self.dist.world_size == 1
+            and stop.max_seconds is None
+            and (interval is None or interval.seconds is None)
+        )
 
     # the fold ----------------------------------------------------------------------
 
@@ -250,7 +258,7 @@ class TrainLoop:
         """Train on one batch and act on what is due after it; (state, stop the epoch)."""
         run, profiler = self.run, self.run.profiler
         before = state.step
-        lrs_used = run.step_learning_rates(state, before + 1)
+        lrs_used = run.step_learning_rates(state, before + 1) if run.lr_monitors else None
         if profiler.enabled:
             profiler.start("step")
             state, metrics = self.step(state, batch)
@@ -287,7 +295,7 @@ class TrainLoop:
         # epoch and never logs the epoch's values twice. Also on an interrupt: the
         # resumed run would log the epoch's values at a step below the one it purges
         # from, beside what this run logged there.
-        max_steps = self.stop.steps_reached(state.step)
+        max_steps = self.max_steps != -1 and state.step >= self.max_steps
         ends_epoch = pos.is_last or (not self.interrupted and (stopping or max_steps))
         if self._validation_due(pos, stopping, val_due):
             self._validate(state, log_step, pos.epoch, defer=ends_epoch)
@@ -322,7 +330,10 @@ class TrainLoop:
         processes, after the first batch where the ranks agree on it (every
         agree_every_n_batches batches; max_time is rank 0's clock).
         """
-        run, main = self.run, self.dist.is_main
+        run = self.run
+        if self.solo_untimed and signals.requested is None and not run.stop_requested:
+            return self.interrupted, False  # one process, no clock: nothing to agree on
+        main = self.dist.is_main
         seconds = None if self.interval is None else self.interval.seconds
         signalled, request, timed_out, val_due = self.dist.agree(
             (
