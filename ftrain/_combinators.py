@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ._custom import CustomStep
-from ._precision import parse_precision
+from ._precision import Precision, parse_precision
 from ._step import EvalStep, TrainStep, _check_accumulate
 from ._transforms import clip_grad_norm as clip_grad_norm
 from ._transforms import clip_grad_value as clip_grad_value
@@ -202,15 +202,14 @@ def randomness(mode: str) -> Combinator:
 
 
 def apply_fit_flags(
-    step: Any, accumulate_grad_batches: Any, clip: Any, precision_value: Any, mode: str
+    step: Any, accumulate_grad_batches: Any, clip: Any, precision: Precision, mode: str
 ) -> Any:
     """``fit``'s accumulate/clip/precision/randomness flags applied to a (wrapped) step.
 
     ``clip`` is None or a gradient transform; a flag the step already sets is an error
     naming the flag; flags a hand-written step cannot take raise a TypeError.
     """
-    resolved = parse_precision(precision_value)
-    wants = accumulate_grad_batches != 1 or clip is not None or resolved.name != "32-true"
+    wants = accumulate_grad_batches != 1 or clip is not None or precision.name != "32-true"
     if not wants and mode == "step":
         return step
     if mode != "step":
@@ -236,13 +235,13 @@ def apply_fit_flags(
                     "fit: gradient_clip_val was given and the step already clips; use one"
                 )
             s = s.with_transform(clip)
-        if resolved.name != "32-true" and s.precision != resolved:
+        if precision.name != "32-true" and s.precision != precision:
             if s.precision.name != "32-true":
                 raise ValueError(
-                    f"fit: precision={precision_value!r} was given and the step already runs "
+                    f"fit: precision={precision.name!r} was given and the step already runs "
                     f"at {s.precision.name!r}; use one"
                 )
-            s = s.with_(precision=resolved)
+            s = s.with_(precision=precision)
         return s
 
     return configure(step, change, _is_train_step, refusal)

@@ -40,7 +40,7 @@ from ._flags import (
     parse_max_time,
     split_strategy,
 )
-from ._precision import PRECISIONS
+from ._precision import PRECISIONS, Precision, parse_precision
 
 __all__ = [
     "LIGHTNING_1X",
@@ -302,6 +302,11 @@ class FitConfig:
             )
 
     # Resolved values -----------------------------------------------------------------
+
+    @property
+    def resolved_precision(self) -> Precision:
+        """``precision`` parsed: the one place a run reads its precision setting."""
+        return parse_precision(self.precision)
 
     @property
     def fast_dev_batches(self) -> int:

@@ -24,7 +24,6 @@ __all__ = [
     "copy_step_tracking",
     "scheduler_configs",
     "step_epoch_schedulers",
-    "step_update_schedulers",
 ]
 
 
@@ -110,25 +109,6 @@ def scheduler_configs(scheduler: Any) -> list[SchedulerConfig]:
     if isinstance(scheduler, Mapping):
         return [as_scheduler_config(s) for s in scheduler.values()]
     return [as_scheduler_config(scheduler)]
-
-
-def step_update_schedulers(scheduler: Any, batch_idx: int) -> None:
-    """Step the "step"-interval schedulers after an optimizer update.
-
-    Args:
-        scheduler: the state's ``scheduler`` field.
-        batch_idx: the index in its epoch of the batch that ended with the update
-            (Lightning counts a step-interval ``frequency`` in batches of the epoch).
-    """
-    if scheduler is None:
-        return
-    position = batch_idx + 1
-    configs = (
-        (scheduler,) if isinstance(scheduler, SchedulerConfig) else scheduler_configs(scheduler)
-    )
-    for config in configs:
-        if config.interval == "step" and position % config.frequency == 0:
-            config.scheduler.step()
 
 
 def step_epoch_schedulers(

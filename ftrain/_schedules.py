@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from ._step import accumulate_at
+
 __all__ = [
     "can_stop_early",
     "every",
@@ -233,11 +235,6 @@ def estimated_stepping_batches(
     if epoch_batches is None or max_epochs == -1:
         return math.inf if max_steps == -1 else max_steps
     total = 0
-    schedule = dict(accumulate) if isinstance(accumulate, Mapping) else {0: accumulate}
     for epoch in range(max_epochs):
-        n = 1
-        for start in sorted(schedule):
-            if epoch >= start:
-                n = schedule[start]
-        total += math.ceil(epoch_batches / n)
+        total += math.ceil(epoch_batches / accumulate_at(accumulate, epoch))
     return total if max_steps == -1 else min(total, max_steps)

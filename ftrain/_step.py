@@ -38,7 +38,7 @@ from ._transforms import clip_grad_value as _clip_grad_value
 from ._transforms import skip_nonfinite as _skip_nonfinite
 from ._update import step_schedulers, update_phase
 
-__all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "eval_step", "train_step"]
+__all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "accumulate_at", "eval_step", "train_step"]
 
 Metrics = dict[str, Any]
 Step = Callable[[TrainState, Any], tuple[TrainState, Metrics]]
@@ -71,6 +71,28 @@ def _number(name: str, value: Any, *, positive: bool = True) -> float:
     if positive and not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return float(value)
+
+
+def accumulate_at(accumulate: Any, epoch: int) -> int:
+    """Micro-batches per optimizer step in ``epoch`` for an ``accumulate`` setting.
+
+    ``accumulate``: None, an int, or an ``{epoch: n}`` schedule (a mapping, or the sorted
+    ``(epoch, n)`` pairs a ``TrainStep`` holds); epochs before its first key take 1.
+
+    Example:
+        >>> accumulate_at({0: 1, 2: 4}, 1), accumulate_at({0: 1, 2: 4}, 5), accumulate_at(3, 0)
+        (1, 4, 3)
+    """
+    if accumulate is None:
+        return 1
+    if isinstance(accumulate, int):
+        return accumulate
+    n = 1
+    pairs = sorted(accumulate.items()) if isinstance(accumulate, Mapping) else accumulate
+    for start, value in pairs:
+        if epoch >= start:
+            n = value
+    return n
 
 
 def _split_output(out: Any) -> tuple[torch.Tensor, Metrics]:
@@ -209,16 +231,7 @@ class TrainStep:
 
     def n_for_epoch(self, epoch: int) -> int:
         """Micro-batches per optimizer step in ``epoch``."""
-        acc = self.accumulate
-        if acc is None:
-            return 1
-        if isinstance(acc, int):
-            return acc
-        n = 1
-        for start, value in acc:
-            if epoch >= start:
-                n = value
-        return n
+        return accumulate_at(self.accumulate, epoch)
 
     def __repr__(self) -> str:
         parts = [getattr(self.loss_fn, "__name__", repr(self.loss_fn))]

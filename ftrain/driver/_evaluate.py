@@ -23,7 +23,7 @@ from .._data import loader_length, prepare_loader
 from .._devices import resolve_accelerator, resolve_devices
 from .._hooks import call, eval_batch_hooks
 from .._metrics import MetricCollector, to_float
-from .._precision import parse_precision
+from .._precision import Precision
 from .._schedules import limit_batches
 from .._sources import check_eval_data, one_set, refuse_dataset
 from .._state import TrainState
@@ -32,20 +32,37 @@ from ..checkpoint._io import atomic_write_obj
 from ..loggers import as_loggers
 from ._resume import find_ckpt, resolve_policies, search_dirs
 
-__all__ = ["eval_mode", "run_eval"]
+__all__ = ["eval_mode", "eval_with_precision", "model_modes", "restore_modes", "run_eval"]
+
+
+def model_modes(state: TrainState) -> list[tuple[torch.nn.Module, bool]]:
+    """Every submodule of the state's models with its ``training`` flag."""
+    return [(m, m.training) for model in state.models for m in model.modules()]
+
+
+def restore_modes(modes: Sequence[tuple[torch.nn.Module, bool]]) -> None:
+    """Put back the flags :func:`model_modes` read."""
+    for module, training in modes:
+        module.training = training
 
 
 @contextlib.contextmanager
 def eval_mode(state: TrainState) -> Iterator[None]:
     """Put every model in eval mode, restoring each submodule's own mode afterwards."""
-    modes = [(m, m.training) for model in state.models for m in model.modules()]
+    modes = model_modes(state)
     for model in state.models:
         model.eval()
     try:
         yield
     finally:
-        for module, mode in modes:
-            module.training = mode
+        restore_modes(modes)
+
+
+def eval_with_precision(step: Any, precision: Precision) -> Any:
+    """An ``EvalStep`` of no precision of its own (32-true) runs in the run's ``precision``."""
+    if isinstance(step, EvalStep) and step.precision.name == "32-true" != precision.name:
+        return step.with_(precision=precision)
+    return step
 
 
 def _call_eval(step: Any, state: TrainState, batch: Any) -> Mapping[str, Any]:
@@ -255,12 +272,7 @@ def _evaluate_run(
 ) -> dict[str, float]:
     call(callbacks, f"on_{hook_stage}_start", state=state)
     call(callbacks, f"on_{hook_stage}_epoch_start", state=state)
-    if (
-        isinstance(step, EvalStep)
-        and step.precision.name == "32-true"
-        and config.precision not in ("32-true", 32, "32")
-    ):
-        step = step.with_(precision=parse_precision(config.precision))
+    step = eval_with_precision(step, config.resolved_precision)
     limit = config.limit_val_batches if stage == "validate" else config.limit_test_batches
     values, _, _ = run_eval(
         state,
@@ -395,7 +407,7 @@ def _predict_run(
     keep: bool,
     callbacks: Sequence[Any],
 ) -> list[Any]:
-    precision = parse_precision(config.precision)
+    precision = config.resolved_precision
     hooks = eval_batch_hooks(callbacks, "predict")
     n = limit_batches(loader_length(data), config.limit_predict_batches, "limit_predict_batches")
     if config.fast_dev_batches:

@@ -33,6 +33,7 @@ from ..loggers import as_loggers
 from ..loop import CheckpointReducer, StopConditions, ValInterval, stop_conditions, val_interval
 from ..tune._auto import check_fit_tuning, tune_for_fit
 from ._distributed import DistEnv, setup_distributed
+from ._evaluate import eval_with_precision, model_modes
 from ._profiler import make_profiler
 from ._progress import ProgressBar
 from ._result import FitResult
@@ -46,7 +47,7 @@ from ._resume import (
 )
 from ._run import LazyFloats, Run
 from ._train import TrainLoop
-from ._wiring import DataSource, build_step, eval_with_precision, move_state
+from ._wiring import DataSource, build_step, move_state
 from ._writer import CheckpointWriter, announce
 
 __all__ = ["FitResult", "fit"]
@@ -178,7 +179,9 @@ def _fit(
     """``fit`` in one process: the loop parts composed, their effects carried out."""
     check_fit_tuning(config, train_data, dist.world_size)
     step_fn = build_step(train_step, config)
-    val_fn = eval_with_precision(val_step, config) if val_step is not None else None
+    val_fn = (
+        eval_with_precision(val_step, config.resolved_precision) if val_step is not None else None
+    )
     set_deterministic(config.deterministic, config.benchmark)
     validating = val_fn is not None and val_data is not None and config.limit_val_batches != 0
     interval = val_interval(config.val_check_interval, config.check_val_every_n_epoch)
@@ -276,7 +279,7 @@ def _start(
     state = dist.wrap(state, step)
     # Each module trains in the mode it had when fit began (a submodule the user froze
     # with .eval() stays so), as Lightning >= 2.2; evaluation runs restore these modes.
-    modes = [(m, m.training) for model in state.models for m in model.modules()]
+    modes = model_modes(state)
     if ckpt_path is None and dist.restarted:
         ckpt_path = "last"  # a worker group restarted by torchrun resumes by itself
     ckpt_path = hpc_ckpt_path(ckpt_path, run.root)

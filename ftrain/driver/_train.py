@@ -26,10 +26,10 @@ from .._state import TrainState
 from .._stateful import LoaderPosition
 from .._warn import user_stacklevel
 from ..loop import Position, StopConditions, ValInterval, batches, epoch_batches
-from ._evaluate import eval_sources, floats, run_eval
+from ._evaluate import eval_sources, floats, restore_modes, run_eval
 from ._run import LazyFloats, Run
 from ._signals import StopSignals
-from ._wiring import BatchSize, DataSource, restore_modes
+from ._wiring import BatchSize, DataSource
 
 __all__ = ["TrainLoop"]
 

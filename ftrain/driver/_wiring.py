@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,18 +9,15 @@ import torch
 from .._batch import batch_size_of
 from .._combinators import apply_fit_flags, clip_grad_norm, clip_grad_value
 from .._config import FitConfig
-from .._precision import parse_precision
 from .._state import TrainState
-from .._step import EvalStep, _number
+from .._step import _number
 from ..loop import reload_due
 
 __all__ = [
     "BatchSize",
     "build_step",
-    "eval_with_precision",
     "is_factory",
     "move_state",
-    "restore_modes",
 ]
 
 
@@ -39,19 +35,8 @@ def build_step(step: Any, config: FitConfig) -> Any:
             clip_grad_norm(value) if config.clip_algorithm() == "norm" else clip_grad_value(value)
         )
     return apply_fit_flags(
-        step, config.accumulate_grad_batches, clip, config.precision, config.randomness
+        step, config.accumulate_grad_batches, clip, config.resolved_precision, config.randomness
     )
-
-
-def eval_with_precision(step: Any, config: FitConfig) -> Any:
-    precision = parse_precision(config.precision)
-    if (
-        isinstance(step, EvalStep)
-        and step.precision.name == "32-true"
-        and precision.name != "32-true"
-    ):
-        return step.with_(precision=precision)
-    return step
 
 
 def move_state(state: TrainState, device: torch.device) -> None:
@@ -62,11 +47,6 @@ def move_state(state: TrainState, device: torch.device) -> None:
             for key, value in per_param.items():
                 if isinstance(value, torch.Tensor) and key != "step" and value.device != device:
                     per_param[key] = value.to(device)
-
-
-def restore_modes(modes: Sequence[tuple[torch.nn.Module, bool]]) -> None:
-    for module, training in modes:
-        module.training = training
 
 
 class BatchSize:
