@@ -9,10 +9,17 @@ foreign: its own files get ``-v1`` names beside them, and it never replaces or
 deletes them. Locks use ``fcntl.flock`` (released by the kernel when the process
 dies); where there is no ``fcntl`` (Windows) every run counts as finished.
 
-A URL folder (``s3://``, ``memory://``: ``ftrain._fs``) has no locks: object stores
-cannot lock or create a file only if absent, so there every run counts as finished,
-and names are versioned against what a listing shows (no guard against a run that
-starts at the same moment in the same folder).
+A new checkpoint name is reserved when the run decides to save it, before the file
+is written (in the background, by default): a hidden marker
+``.<name>.reserved`` holding the run's id, created under a lock on the folder, tells
+other runs the name is taken until the file commits and the marker goes. A marker
+whose run died (kill -9 between decision and commit) is reclaimed by the next run that
+wants the name, so it never blocks a name nor shows up as a checkpoint.
+
+A URL folder (``s3://``, ``memory://``: ``ftrain._fs``) has no locks nor
+reservations: object stores cannot lock or create a file only if absent, so there
+every run counts as finished, and names are versioned against what a listing shows
+(no guard against a run that starts at the same moment in the same folder).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import os
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _fs
@@ -40,12 +47,16 @@ __all__ = [
     "check_root",
     "checkpoint_names",
     "claim_dirs",
+    "drop_stale_reservations",
     "fresh_policy_state",
     "is_live",
     "lineage_of",
     "lock_name",
     "others_alive",
     "owned_names",
+    "release_name",
+    "reservation_marker",
+    "reserve_name",
     "split_by_lineage",
     "with_foreign",
     "writable_dir",
@@ -54,6 +65,7 @@ __all__ = [
 _LOCK_PREFIX = ".ftrain-run-"
 _LOCK_SUFFIX = ".lock"
 _EXT = ".ckpt"
+_RESERVED = ".reserved"
 
 
 class NameTaken(Exception):
@@ -298,3 +310,99 @@ def others_alive(dirpath: str, run_id: str) -> bool:
         if e.startswith(_LOCK_PREFIX) and e.endswith(_LOCK_SUFFIX)
     ]
     return any(is_live(dirpath, other) for other in ids if other != run_id)
+
+
+def reservation_marker(path: str) -> str:
+    """The hidden marker that reserves the new checkpoint file ``path``."""
+    dirpath, name = os.path.split(path)
+    return os.path.join(dirpath, f".{name}{_RESERVED}")
+
+
+@contextlib.contextmanager
+def _names_locked(dirpath: str) -> Iterator[None]:
+    """Hold the folder's lock on reservations (``flock`` on the folder itself)."""
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(dirpath, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _owner(marker: str) -> str | None:
+    try:
+        with open(marker, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def reserve_name(path: str, run_id: str) -> str | None:
+    """Reserve the new checkpoint file ``path`` for run ``run_id`` until it commits.
+
+    Other runs' :func:`reserve_name` then refuse the name, so a write that commits
+    later (in the background) finds it free. A marker left by a run that is gone is
+    reclaimed, and so is a link whose target is gone when no other run is alive.
+    Release the reservation with :func:`release_name` once the file is
+    committed (after it exists, so that the name is never free in between) or the
+    save is dropped.
+
+    Returns:
+        The marker's path; None for a URL (no reservations: only checked absent).
+
+    Raises:
+        NameTaken: ``path`` exists, or a live run (or this one) has reserved it.
+    """
+    if _fs.is_url(path):
+        if _fs.exists(path):
+            raise NameTaken(path.rsplit("/", 1)[-1])
+        return None
+    dirpath, name = os.path.split(path)
+    marker = reservation_marker(path)
+    with _names_locked(dirpath):
+        owner = _owner(marker)
+        if owner is not None:
+            # An empty marker: its run died while writing it (writes hold the lock).
+            if owner == run_id or (owner and is_live(dirpath, owner)):
+                raise NameTaken(name)
+            os.unlink(marker)  # its run died between deciding and committing the file
+        if os.path.lexists(path):
+            # A link whose target is gone is debris (never resumed from), unless a
+            # live run might still own it.
+            if os.path.exists(path) or others_alive(dirpath, run_id):
+                raise NameTaken(name)
+            os.unlink(path)
+        with open(marker, "x", encoding="utf-8") as f:
+            f.write(run_id)
+    return marker
+
+
+def release_name(marker: str | None) -> None:
+    """Drop a reservation made by :func:`reserve_name` (a no-op if it is gone)."""
+    if marker is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)
+
+
+def drop_stale_reservations(dirpath: str) -> list[str]:
+    """Remove the reservation markers of runs that are gone; returns their paths."""
+    if _fs.is_url(dirpath):
+        return []
+    try:
+        entries = sorted(os.listdir(dirpath))
+    except OSError:
+        return []
+    removed = []
+    with _names_locked(dirpath):
+        for entry in entries:
+            if not (entry.startswith(".") and entry.endswith(_RESERVED)):
+                continue
+            marker = os.path.join(dirpath, entry)
+            owner = _owner(marker)
+            if owner is not None and not (owner and is_live(dirpath, owner)):
+                release_name(marker)
+                removed.append(marker)
+    return removed

@@ -90,7 +90,8 @@ def ckpt_dir(root: Path) -> Path:
 
 
 def assert_checkpoints_loadable(root: Path) -> list[str]:
-    """Every committed file loads; the only other files are temp and lock files."""
+    """Every committed file loads; the only other files are temp, lock and name
+    reservation files. Returns the temp and reservation files (a write's leftovers)."""
     names = sorted(os.listdir(ckpt_dir(root)))
     for name in names:
         if name.endswith(".ckpt") and not name.startswith("."):
@@ -98,8 +99,8 @@ def assert_checkpoints_loadable(root: Path) -> list[str]:
             assert "checkpoint_info" in payload
         else:
             # A killed run also leaves its (released) lock file.
-            assert name.startswith(".") and name.endswith((".tmp", ".lock")), name
-    return [n for n in names if n.endswith(".tmp")]
+            assert name.startswith(".") and name.endswith((".tmp", ".lock", ".reserved")), name
+    return [n for n in names if n.endswith((".tmp", ".reserved"))]
 
 
 def tb_scalars(root: Path) -> dict[str, list[tuple[int, float]]]:
@@ -210,8 +211,8 @@ def test_kill_between_write_and_rename_leaves_loadable_checkpoints(
     references: dict[str, Reference], tmp_path: Path
 ) -> None:
     """A SIGKILL after a checkpoint's temp file is written and fsynced but before the
-    rename leaves the old files loadable and only a hidden temp file beside them; the
-    resume removes it. Kills in the save of step 5 (the first after an epoch end), then
+    rename leaves the old files loadable and only a hidden temp file (and the name's
+    reservation) beside them; the resume removes them. Kills in the save of step 5 (the first after an epoch end), then
     of step 8 (an epoch's last step, saved after the epoch's logs), then a resume that
     ends bit-identical to an uninterrupted run."""
     history: list[str] = []
@@ -221,7 +222,7 @@ def test_kill_between_write_and_rename_leaves_loadable_checkpoints(
         history.append(f"in save of step {step}")
         name = f"epoch={(step - 1) // 4}-step={step}.ckpt"
         temps = assert_checkpoints_loadable(tmp_path)
-        assert [t.split(".ckpt")[0] + ".ckpt" for t in temps] == [f".{name}"], history
+        assert {t.split(".ckpt")[0] + ".ckpt" for t in temps} == {f".{name}"}, history
         assert name not in os.listdir(ckpt_dir(tmp_path)), history
     assert Child(tmp_path, "--resume").run() == 0
     assert not assert_checkpoints_loadable(tmp_path)
@@ -234,13 +235,14 @@ def test_kill_during_a_background_write_leaves_previous_files_and_resumes_exactl
     """With asynchronous checkpointing (the default), the save of step 5 (at batch 14)
     costs the step only a snapshot: training goes on to batch 15 while the file is
     written, and a SIGKILL then (temp file complete, rename not done) leaves the
-    earlier files loadable, only a temp file beside them and no step-5 file; the
+    earlier files loadable, only a temp file and a reservation beside them and no
+    step-5 file; the
     resume ends bit-identical to an uninterrupted run."""
     child = Child(tmp_path, "--kill-in-background-save-step", "5")
     assert child.run() == -signal.SIGKILL
     assert 15 in child.micro_steps(), f"training waited for the write: {child.lines[-3:]}"
     temps = assert_checkpoints_loadable(tmp_path)
-    assert [t.split(".ckpt")[0] + ".ckpt" for t in temps] == [".epoch=1-step=5.ckpt"]
+    assert {t.split(".ckpt")[0] + ".ckpt" for t in temps} == {".epoch=1-step=5.ckpt"}
     names = os.listdir(ckpt_dir(tmp_path))
     assert "epoch=1-step=5.ckpt" not in names and "epoch=0-step=4.ckpt" in names, names
     assert Child(tmp_path, "--resume").run() == 0

@@ -18,7 +18,15 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain._rundir import RunClaim, is_live, lock_name, writable_dir
+from ftrain._rundir import (
+    NameTaken,
+    RunClaim,
+    is_live,
+    lock_name,
+    reservation_marker,
+    reserve_name,
+    writable_dir,
+)
 from ftrain.loggers._base import claim_version
 
 SCRIPT = Path(__file__).parent / "resume_scripts" / "claim_child.py"
@@ -226,3 +234,94 @@ def test_ckpt_path_names_a_version_or_a_folder(
     (tmp_path / "empty").mkdir()
     with pytest.raises(ft.checkpoint.CheckpointError, match="directory with no checkpoint"):
         _fit(tmp_path, ckpt_path=str(tmp_path / "empty"))
+
+
+@pytest.mark.slow
+def test_a_name_taken_during_a_background_write_is_reserved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run A (here, background writes) decides its step-1 file; while that write is held,
+    run B (a process, same setup, same checkpoints/ folder) trains all 12 steps. B finds
+    the name reserved and takes -v1; A's held write commits its own name, and A versions
+    the names B took meanwhile. All 24 files are intact, 12 per run, each run's last
+    checkpoint holds its own weights."""
+    real_save = ft.checkpoint.atomic_save
+    other: dict[str, Any] = {}
+
+    def held_save(payload: Any, path: str, **kw: Any) -> None:
+        if not other:  # the first background write: the other run goes first, to its end
+            other["rc"], _, other["err"] = finish(child(tmp_path, 2, "--logger", "none"))
+        real_save(payload, path, **kw)
+
+    monkeypatch.setattr(ft.checkpoint._async, "atomic_save", held_save)
+    torch.manual_seed(1)
+    net = torch.nn.Linear(3, 1)
+    state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1), seed=1)
+    data = ft.TensorLoader(torch.randn(24, 3), torch.randn(24, 1), batch_size=2)
+    step = ft.train_step(lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1]))
+    mine = ft.fit(
+        state,
+        step,
+        data,
+        max_epochs=1,
+        logger=False,
+        default_root_dir=tmp_path,
+        checkpoint=ft.checkpoint.every(n_train_steps=1),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    assert other["rc"] == 0, other["err"]
+    folder = tmp_path / "checkpoints"
+    runs: dict[str, list[tuple[int, str]]] = {}
+    for name in ckpt_files(folder):
+        payload = ft.checkpoint.safe_load(folder / name)
+        runs.setdefault(payload["loop"]["run_id"], []).append((payload["counters"]["step"], name))
+    assert sorted(len(v) for v in runs.values()) == [12, 12]
+    for files in runs.values():
+        assert sorted(s for s, _ in files) == list(range(1, 13))
+    by_step1 = {dict(files)[1]: files for files in runs.values()}
+    assert set(by_step1) == {"epoch=0-step=1.ckpt", "epoch=0-step=1-v1.ckpt"}
+    assert mine.last_checkpoint is not None
+    assert Path(mine.last_checkpoint).name == "epoch=0-step=12-v1.ckpt"
+    saved = ft.load_checkpoint(mine.last_checkpoint)["model"]
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+    theirs = torch.load(tmp_path / "result-2.pt", weights_only=True)
+    assert Path(theirs["last"]).name == "epoch=0-step=12.ckpt"
+    saved = ft.load_checkpoint(theirs["last"])["model"]
+    assert all(torch.equal(saved[k], v) for k, v in theirs["weights"].items())
+    assert not [n for n in os.listdir(folder) if n.endswith((".reserved", ".tmp"))]
+
+
+def _marker(folder: Path, name: str, owner: str) -> Path:
+    marker = Path(reservation_marker(str(folder / name)))
+    marker.write_text(owner)
+    return marker
+
+
+def test_a_dead_runs_reservation_is_reclaimed_a_live_ones_is_respected(tmp_path: Path) -> None:
+    """A reservation left by a run killed between deciding and committing a file (its lock
+    is gone, or the marker is empty) never blocks the name nor is resumed from: the next
+    run, fresh or resumed, writes that exact file and the marker goes. A live run's
+    reservation makes the run name its file -v1, and stays."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    dead = _marker(folder, "epoch=0-step=2.ckpt", "0123456789abcdef")
+    first = _fit(tmp_path)
+    assert first.last_checkpoint == str(folder / "epoch=0-step=2.ckpt")
+    assert not dead.exists()
+    empty = _marker(folder, "epoch=1-step=4.ckpt", "")
+    resumed = _fit(tmp_path, max_epochs=2, ckpt_path="last")
+    assert resumed.last_checkpoint == str(folder / "epoch=1-step=4.ckpt")
+    assert not empty.exists()
+    live = RunClaim()
+    live.hold(str(folder), "default_root_dir")
+    try:
+        held = _marker(folder, "epoch=2-step=6.ckpt", live.run_id)
+        again = _fit(tmp_path, max_epochs=3, ckpt_path="last")
+        assert again.state.step == 6
+        assert again.last_checkpoint == str(folder / "epoch=2-step=6-v1.ckpt")
+        assert held.read_text() == live.run_id
+        with pytest.raises(NameTaken):  # a committed file is taken too
+            reserve_name(str(folder / "epoch=2-step=6-v1.ckpt"), "another")
+    finally:
+        live.release()

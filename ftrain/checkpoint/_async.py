@@ -115,6 +115,7 @@ class Job:
     def __init__(self) -> None:
         self.writes: list[_Write] = []
         self.effects: list[Callable[[], None]] = []
+        self.releases: list[Callable[[], None]] = []
         self.failed_path: str | None = None
 
     def save(
@@ -135,15 +136,32 @@ class Job:
         """Run ``effect`` (e.g. a delete) after this job's writes have committed."""
         self.effects.append(effect)
 
+    def hold(self, release: Callable[[], None]) -> None:
+        """Call ``release`` (e.g. to drop a name's reservation) once the writes are
+        over: committed or failed, or the job dropped before it ran."""
+        self.releases.append(release)
+
     def run(self) -> None:
         """Carry out the writes in order, then the effects; stop at the first error."""
-        for w in self.writes:
-            self.failed_path = w.path
-            if w.link_to is None or not link_checkpoint(w.link_to, w.path):
-                atomic_save(w.payload, w.path, overwrite=w.overwrite)
+        try:
+            for w in self.writes:
+                self.failed_path = w.path
+                linked = w.link_to is not None and link_checkpoint(
+                    w.link_to, w.path, overwrite=w.overwrite
+                )
+                if not linked:
+                    atomic_save(w.payload, w.path, overwrite=w.overwrite)
+        finally:
+            self.release()
         self.failed_path = None
         for effect in self.effects:
             effect()
+
+    def release(self) -> None:
+        """Call the :meth:`hold` callbacks (once)."""
+        releases, self.releases = self.releases, []
+        for release in releases:
+            release()
 
 
 class AsyncWriter:
@@ -225,19 +243,25 @@ class AsyncWriter:
         """Collect one job's saves and effects; it starts when the block ends.
 
         Waits first for the previous job (at most one in flight), raising its error.
-        If the block raises, nothing of the job is carried out.
+        If the block raises, nothing of the job is carried out (its :meth:`Job.hold`
+        callbacks are called).
         """
         self.wait()
         job = Job()
-        yield job
-        if not job.writes and not job.effects:
-            return
-        if not self.background:
-            job.run()
-            return
-        snap = _Snapshot(self._buffers)
-        job.writes = [attrs.evolve(w, payload=snap.copy(dict(w.payload))) for w in job.writes]
-        snap.finish()
+        try:
+            yield job
+            if not job.writes and not job.effects:
+                job.release()
+                return
+            if not self.background:
+                job.run()
+                return
+            snap = _Snapshot(self._buffers)
+            job.writes = [attrs.evolve(w, payload=snap.copy(dict(w.payload))) for w in job.writes]
+            snap.finish()
+        except BaseException:
+            job.release()  # dropped, or failed inline (run has released already: a no-op)
+            raise
         self._buffers = snap.buffers
         if self._worker is None:
             self._worker = threading.Thread(

@@ -124,10 +124,11 @@ def _commit(tmp: str, target: str, overwrite: bool) -> None:
         return
     try:
         # A hard link never replaces a file: the check and the rename are one step.
-        os.link(tmp, target)
+        # (Of a symbolic link, the link itself: no following.)
+        os.link(tmp, target, follow_symlinks=False)
     except FileExistsError:
         raise
-    except OSError:
+    except (OSError, NotImplementedError):
         # No hard links on this filesystem: check, then rename (a tiny window).
         if os.path.exists(target):
             raise FileExistsError(errno.EEXIST, "file exists", target) from None
@@ -208,12 +209,19 @@ def atomic_save(
     atomic_write_obj(payload, path, overwrite=overwrite)
 
 
-def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+def link_checkpoint(
+    target: str | os.PathLike[str], path: str | os.PathLike[str], *, overwrite: bool = True
+) -> bool:
     """Make ``path`` a symbolic link to ``target`` (a file in the same folder), atomically.
 
     The link is made under a temp name and renamed over ``path``, so ``path`` is
     always the old file or the new link. The link is relative (``last.ckpt ->
     epoch=1-step=8.ckpt``): the folder can be moved or copied as a whole.
+
+    Args:
+        target: the checkpoint linked to.
+        path: the link.
+        overwrite: False to never replace an existing file (``FileExistsError``).
 
     Returns:
         True if the link exists now; False where the platform or file system cannot
@@ -240,7 +248,7 @@ def link_checkpoint(target: str | os.PathLike[str], path: str | os.PathLike[str]
     except (OSError, NotImplementedError):
         return False  # e.g. Windows without the privilege, a file system without links
     try:
-        os.replace(tmp, link)
+        _commit(tmp, link, overwrite)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -278,7 +278,7 @@ class _Group(DistEnv):
             return
         # Every rank writes its shard collectively, now (the job's deletes still wait);
         # a sharded checkpoint is a file plus shard folders, never a link.
-        save_sharded(state, path, extra, weights_only=weights_only, env=self)
+        save_sharded(state, path, extra, weights_only=weights_only, overwrite=overwrite, env=self)
 
     def link_checkpoint(self, target: str, path: str) -> bool:
         # A sharded checkpoint is a file plus shard folders named after it: write it.

@@ -112,8 +112,10 @@ def save_sharded(
     *,
     weights_only: bool,
     env: Any,
+    overwrite: bool = True,
 ) -> None:
-    """Every rank writes its shard; then rank 0 commits the ``.ckpt`` file naming them."""
+    """Every rank writes its shard; then rank 0 commits the ``.ckpt`` file naming them
+    (``overwrite=False``: ``FileExistsError`` rather than replace a file)."""
     import torch.distributed.checkpoint as dcp
 
     if _fs.is_url(path):
@@ -133,7 +135,7 @@ def save_sharded(
     del payload["model"]
     payload.pop("optimizer", None)
     payload.update(extra())
-    atomic_save(payload, path)
+    atomic_save(payload, path, overwrite=overwrite)
     for old in glob.glob(glob.escape(path) + ".*.dcp"):
         if old != shards:
             shutil.rmtree(old, ignore_errors=True)

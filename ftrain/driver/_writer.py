@@ -11,9 +11,12 @@ from .. import _fs
 from .._rundir import (
     NameTaken,
     RunClaim,
+    drop_stale_reservations,
     fresh_policy_state,
     others_alive,
     owned_names,
+    release_name,
+    reserve_name,
     split_by_lineage,
     with_foreign,
 )
@@ -109,10 +112,14 @@ class CheckpointWriter:
                 for deletion in deletes:
                     path = _fs.join(self.dirs[i], deletion.name)
                     if path != self.resumed_from:
+                        self.created.discard(path)  # its name may be another run's later
                         job.then(partial(self.dist.remove_checkpoint, path))
         except FileExistsError:
+            # Runs reserve new names (see _save): only a program that does not (an
+            # older ftrain, a copy) can take one meanwhile. A background write
+            # cannot re-decide the name: its payload is taken; it stops the run.
             if self.files.background or job.failed_path is None:
-                raise  # a background write's race with another run: not retried
+                raise
             raise NameTaken(os.path.basename(job.failed_path)) from None
 
     def _save(
@@ -129,9 +136,11 @@ class CheckpointWriter:
         path = _fs.join(self.dirs[i], action.name)
         link = None if action.link_to is None else _fs.join(self.dirs[i], action.link_to)
         # A name this run does not own yet is a new file: never replace one on disk.
+        # Reserved now, when decided, for the commit that may come later in the
+        # background: another run wanting it meanwhile gets NameTaken and re-decides.
         mine = action.name in owned or path in self.created
-        if not mine and link is None and self.dist.is_main and _lexists(path):
-            raise NameTaken(action.name)
+        if not mine and self.dist.is_main:
+            job.hold(partial(release_name, reserve_name(path, self.claim.run_id)))
         self.dist.save_checkpoint(
             state,
             path,
@@ -166,6 +175,8 @@ class CheckpointWriter:
                 # A temp file of a run still writing into this folder is not debris.
                 if self.dist.is_main and not others_alive(d, self.claim.run_id):
                     clean_temp_files(d)
+                if self.dist.is_main:
+                    drop_stale_reservations(d)  # of runs killed before their commit
                 infos, others = split_by_lineage(d, list_checkpoints(d), self.lineage[:-1])
             files.append(infos)
             existing.append(others)
@@ -178,11 +189,6 @@ class CheckpointWriter:
             return None, None, self.last_saved
         i, name, score = best
         return _fs.join(self.dirs[i], name), score, self.last_saved
-
-
-def _lexists(path: str) -> bool:
-    # A local link counts even if its target is gone; URLs have no links.
-    return _fs.exists(path) if _fs.is_url(path) else os.path.lexists(path)
 
 
 def _with_info(extra: Callable[[], dict[str, Any]], info: Any) -> dict[str, Any]:

@@ -77,9 +77,6 @@ def main() -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
         ckpt_path="last" if args.resume else None,
-        # Runs sharing one checkpoints/ folder: a background write cannot re-decide a name
-        # another run took meanwhile (it stops with an error), a synchronous one can.
-        async_checkpointing=args.logger == "csv",
     )
     torch.save(
         {

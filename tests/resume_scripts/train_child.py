@@ -86,10 +86,10 @@ def kill_in_save(step: int) -> None:
     import ftrain.checkpoint._io as io
 
     def before(rename: Any) -> Any:
-        def renamed(src: str, dst: str) -> None:
+        def renamed(src: str, dst: str, **kw: Any) -> None:
             if dst.endswith(f"-step={step}.ckpt"):
                 die()  # the temp file is complete and fsynced, the rename not done
-            rename(src, dst)
+            rename(src, dst, **kw)
 
         return renamed
 
@@ -107,13 +107,13 @@ def kill_in_background_save(step: int, probe: Probe) -> None:
     import ftrain.checkpoint._io as io
 
     def before(rename: Any) -> Any:
-        def renamed(src: str, dst: str) -> None:
+        def renamed(src: str, dst: str, **kw: Any) -> None:
             if dst.endswith(f"-step={step}.ckpt"):
                 if threading.current_thread() is not threading.main_thread():
                     probe.batch_done.clear()
                     probe.batch_done.wait(timeout=20)
                 die()  # the temp file is complete and fsynced, the rename not done
-            rename(src, dst)
+            rename(src, dst, **kw)
 
         return renamed
 
