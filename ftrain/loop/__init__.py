@@ -16,11 +16,14 @@ the same parts (see the how-to "Write your own loop")::
 - :func:`stop_conditions`: max/min epochs and steps and ``max_time`` as predicates.
 - :func:`checkpoint_reducer`: checkpoint policies folded over the loop's events into
   save/delete decisions; :func:`checkpoint_event` builds the events.
+- :class:`RunFiles`: the edge: a logger and a checkpoint folder written through the
+  reducer, kept consistent so that a resume after a kill is exact.
 """
 
 from ._checkpoints import CheckpointReducer as CheckpointReducer
 from ._checkpoints import checkpoint_event as checkpoint_event
 from ._checkpoints import checkpoint_reducer as checkpoint_reducer
+from ._files import RunFiles as RunFiles
 from ._position import Position as Position
 from ._position import batches as batches
 from ._position import epoch_batches as epoch_batches
@@ -34,6 +37,7 @@ from ._validation import val_interval as val_interval
 __all__ = [
     "CheckpointReducer",
     "Position",
+    "RunFiles",
     "StopConditions",
     "ValInterval",
     "batches",
