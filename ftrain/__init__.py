@@ -18,7 +18,14 @@ from ._combinators import skip_nonfinite as skip_nonfinite
 from ._custom import CustomStep as CustomStep
 from ._custom import accumulation_boundary as accumulation_boundary
 from ._custom import custom_step as custom_step
-from ._data import TensorLoader as TensorLoader
+from ._data._loader import TensorLoader as TensorLoader
+from ._data._sources import DataFactory as DataFactory
+from ._data._sources import per_batch_size as per_batch_size
+from ._data._sources import per_epoch as per_epoch
+from ._data._sources import per_validation as per_validation
+from ._data._sources import validation_seed as validation_seed
+from ._data._windows import RandomWindows as RandomWindows
+from ._data._windows import window_offsets as window_offsets
 from ._ema import ema as ema
 from ._ema import ema_state_dict as ema_state_dict
 from ._ema import ema_weights as ema_weights
@@ -31,11 +38,6 @@ from ._precision import parse_precision as parse_precision
 from ._schedulers import SchedulerConfig as SchedulerConfig
 from ._seed import mix_seed as mix_seed
 from ._seed import seed_everything as seed_everything
-from ._sources import DataFactory as DataFactory
-from ._sources import per_batch_size as per_batch_size
-from ._sources import per_epoch as per_epoch
-from ._sources import per_validation as per_validation
-from ._sources import validation_seed as validation_seed
 from ._state import TrainState as TrainState
 from ._step import EvalStep as EvalStep
 from ._step import Metrics as Metrics
@@ -49,8 +51,6 @@ from ._transforms import after_update as after_update
 from ._transforms import gradient_transform as gradient_transform
 from ._update import apply_update as apply_update
 from ._version import __version__ as __version__
-from ._windows import RandomWindows as RandomWindows
-from ._windows import window_offsets as window_offsets
 from ._wrap import WrappedStep as WrappedStep
 from ._wrap import step_combinator as step_combinator
 

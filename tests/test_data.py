@@ -1,4 +1,4 @@
-"""Tests for ftrain._data: epoch order, resume by index, sharding, loaders, batch walking."""
+"""Tests for ftrain._data._loader: epoch order, resume by index, sharding, loaders, batch walking."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from torch.utils.data import (
 )
 
 from ftrain._batch import batch_size_of, move_to_device
-from ftrain._data import TensorLoader, loader_length, prepare_loader
-from ftrain._sampler import SeededBatchSampler, epoch_permutation
+from ftrain._data._loader import TensorLoader, loader_length, prepare_loader
+from ftrain._data._sampler import SeededBatchSampler, epoch_permutation
 from ftrain._seed import mix_seed
 
 CPU = torch.device("cpu")

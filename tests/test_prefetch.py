@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain._prefetch import Prefetcher
+from ftrain._data._prefetch import Prefetcher
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain._stateful import LoaderPosition, state_owner
+from ftrain._data._stateful import LoaderPosition, state_owner
 
 SCRIPT = Path(__file__).parent / "resume_scripts" / "stateful_child.py"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ftrain as ft
-from ftrain._data import prepare_loader
+from ftrain._data._loader import prepare_loader
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 VOCAB, BLOCK = 11, 6

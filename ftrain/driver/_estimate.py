@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._config import FitConfig
-from .._data import loader_length
+from .._data._loader import loader_length
 from .._schedules import estimated_stepping_batches as estimate
 from .._schedules import limit_batches
 

@@ -13,17 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .._batch import move_to_device
-from .._data import TensorLoader, loader_length
+from .._data._loader import TensorLoader, loader_length
+from .._data._prefetch import Prefetcher
+from .._data._sources import ValidationData
+from .._data._stateful import LoaderPosition
 from .._errors import note_position
 from .._hooks import batch_start, eval_batch_hooks
-from .._prefetch import Prefetcher
 from .._schedulers import step_epoch_schedulers
 from .._schedules import limit_batches
 from .._seed import ambient_epoch, rng_states, set_rng_states
 from .._slurm import requeue_signals
-from .._sources import ValidationData
 from .._state import TrainState
-from .._stateful import LoaderPosition
 from .._warn import user_stacklevel
 from ..loop import Position, StopConditions, ValInterval, batches, epoch_batches
 from ._evaluate import eval_sources, floats, restore_modes, run_eval

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from .._data import prepare_loader
+from .._data._loader import prepare_loader
 from .._schedules import limit_batches
 
 __all__ = ["Position", "batches", "epoch_batches", "epoch_data", "reload_due"]

@@ -23,7 +23,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from .._sources import check_train_data
+from .._data._sources import check_train_data
 from .._state import TrainState
 from ._batch_size import scale_batch_size
 from ._lr_find import lr_find

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from .._batch import batch_size_of, tensor_bytes
-from .._data import loader_length
-from .._sources import DataFactory
+from .._data._loader import loader_length
+from .._data._sources import DataFactory
 from .._state import TrainState
 from ._trial import (
     advance,

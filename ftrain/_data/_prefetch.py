@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ._batch import map_tensors, move_to_device, tensors
+from .._batch import map_tensors, move_to_device, tensors
 
 __all__ = ["Prefetcher"]
 

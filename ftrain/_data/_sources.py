@@ -22,7 +22,7 @@ import attrs
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ._seed import mix_seed
+from .._seed import mix_seed
 
 __all__ = [
     "DataFactory",

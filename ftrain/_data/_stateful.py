@@ -22,7 +22,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, IterableDataset
 
-from ._data import TensorLoader, loader_length, prepare_loader
+from ._loader import TensorLoader, loader_length, prepare_loader
 from ._windows import RandomWindows
 
 __all__ = ["LoaderPosition", "state_owner"]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._seed import mix_seed
+from .._seed import mix_seed
 
 __all__ = ["RandomWindows", "window_offsets"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from ._seed import mix_seed
+from .._seed import mix_seed
 
 __all__ = ["SeededBatchSampler", "check_int", "check_shard", "epoch_permutation"]
 

@@ -25,9 +25,9 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from .._seed import worker_init_fn
+from .._warn import user_stacklevel
 from ._sampler import SeededBatchSampler, check_int, check_shard
-from ._seed import worker_init_fn
-from ._warn import user_stacklevel
 from ._windows import RandomWindows
 
 __all__ = [
