@@ -143,3 +143,39 @@ def test_notebook_script_forks_with_unused_parameters_and_a_group(tmp_path: Path
     for row, a, b in zip(rows, rank0, rank1, strict=True):
         assert float(row["own"]) == pytest.approx(a.item(), rel=1e-6)
         assert float(row["all"]) == pytest.approx((a.item() + b.item()) / 2, rel=1e-6)
+
+
+NOTEBOOK_CELLS = [
+    DEFINITIONS,
+    "loss_fn = lambda net, b: ((net(b[0]) - b[1]) ** 2).mean()  # defined in the kernel",
+    """state, data = make(4)
+result = ft.fit(state, ft.train_step(loss_fn), data, strategy="ddp_notebook", devices=2,
+                accelerator="cpu", find_unused_parameters=True, max_epochs=3, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False,
+                enable_model_summary=False)
+print(result.state.step)""",
+    "torch.save(result.state.model.state_dict(), OUT)",
+]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork start method")
+def test_a_real_notebook_trains_with_ddp_notebook(tmp_path: Path) -> None:
+    """A Jupyter notebook run cell by cell in a real IPython kernel (nbclient): fit with
+    strategy="ddp_notebook" forks the kernel, trains on two ranks, and the next cell
+    holds rank 0's final state, equal to one process with the batch of both ranks."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    out = tmp_path / "notebook.pt"
+    cells = [f"OUT = {str(out)!r}", *NOTEBOOK_CELLS]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    )
+    env = {key: os.environ[key] for key in os.environ if key not in ("RANK", "WORLD_SIZE")}
+    client.execute(env=env)
+    printed = "".join(o.get("text", "") for o in notebook.cells[3].outputs)
+    assert printed.strip() == "6"  # 3 epochs of 2 batches a rank
+    got = torch.load(out, weights_only=True)
+    for key, value in _reference().items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=1e-6, msg=key)
