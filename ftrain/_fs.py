@@ -52,10 +52,12 @@ INSTALL_HINT = "pip install 'torch-ftrain[fsspec]'"
 # Windows drive (``C:/``) is never taken for a protocol.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+(?:::[A-Za-z][A-Za-z0-9+.-]+)*://")
 
-# Object stores: a put of a whole object is atomic, and there are no folders to make.
+# Object stores: a put of a whole object is atomic, and (but for memory://, which
+# keeps pseudo-folders) there are no folders to make.
 _WHOLE_PUT = frozenset(
     {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "memory"}
 )
+_NO_FOLDERS = _WHOLE_PUT - {"memory"}
 _TMP_SUFFIX = ".tmp"
 
 
@@ -107,9 +109,12 @@ def _resolve(url: str) -> tuple[Any, str]:
     return fs, path
 
 
+def _protocols(fs: Any) -> set[str]:
+    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+
+
 def _whole_put(fs: Any) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    return any(p in _WHOLE_PUT for p in protocols)
+    return bool(_protocols(fs) & _WHOLE_PUT)
 
 
 def join(path: str, *names: str) -> str:
@@ -161,7 +166,7 @@ def write_bytes(url: str, data: bytes, *, overwrite: bool = True) -> None:
 def put_file(local: str, url: str) -> None:
     """Upload the local file ``local`` as ``url`` (one put on object stores)."""
     fs, path = _resolve(url)
-    if not _whole_put(fs):
+    if not _protocols(fs) & _NO_FOLDERS:
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
     fs.put_file(local, path)
 
@@ -241,7 +246,7 @@ def remove(path: str) -> None:
 def makedirs(url: str) -> None:
     """Create the folder ``url`` and its parents (nothing to do on object stores)."""
     fs, path = _resolve(url)
-    if not _whole_put(fs) or "memory" in fs.protocol:
+    if not _protocols(fs) & _NO_FOLDERS:
         fs.makedirs(path, exist_ok=True)
 
 

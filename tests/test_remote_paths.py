@@ -286,6 +286,7 @@ def test_s3_run_killed_midway_resumes_exactly_from_its_url(
     assert safe_load(ckpt)["counters"]["step"] == 6
     monkeypatch.chdir(tmp_path)
     state, step, data, flags = child.build(root)
+    flags["async_checkpointing"] = True  # the resumed run writes to S3 in the background
     resumed = ft.fit(state, step, data, ckpt_path=ckpt, **flags).state
     assert resumed.step == reference.step == child.EPOCHS * child.STEPS_PER_EPOCH
     for a, b in zip(reference.model.parameters(), resumed.model.parameters(), strict=True):
