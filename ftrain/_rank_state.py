@@ -1,4 +1,4 @@
-"""What differs between ranks inside an accumulation window, saved and restored per rank.
+"""What differs between ranks, saved and restored per rank: partial gradients, epoch sums.
 
 Under DDP, batches of a window before its last one run inside ``no_sync``: each rank
 sums its own gradients and nothing is reduced until the window's last batch. A
@@ -14,17 +14,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
-
+from ._batch import map_tensors
 from ._checkpointing import partial_grads
 
-__all__ = ["gather_partial_grads", "own_partial_grads"]
+__all__ = ["gather_partial_grads", "own_partial_grads", "own_train_metrics", "to_cpu"]
 
 
-def _to_cpu(grads: Any) -> Any:
-    if isinstance(grads, Mapping):
-        return {k: _to_cpu(v) for k, v in grads.items()}
-    return grads.detach().cpu() if isinstance(grads, torch.Tensor) else grads
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor of its nesting detached and on the CPU (to gather it)."""
+    return map_tensors(lambda t: t.detach().cpu(), value)
 
 
 def gather_partial_grads(state: Any, gather: Callable[[Any], list[Any] | None]) -> list[Any] | None:
@@ -39,7 +37,7 @@ def gather_partial_grads(state: Any, gather: Callable[[Any], list[Any] | None]) 
     grads = partial_grads(state)
     if grads is None:
         return None
-    return gather(_to_cpu(grads))
+    return gather(to_cpu(grads))
 
 
 def own_partial_grads(payload: Mapping[str, Any], rank: int, world_size: int) -> Mapping[str, Any]:
@@ -60,3 +58,20 @@ def own_partial_grads(payload: Mapping[str, Any], rank: int, world_size: int) ->
         )
         return payload
     return {**payload, "grads": per_rank[rank]}
+
+
+def own_train_metrics(payload: Mapping[str, Any], rank: int, world_size: int) -> Any:
+    """This rank's partial training epoch reductions saved in ``payload``, or None.
+
+    Checkpoints written at events every rank reaches (a validation's end, an interrupt,
+    an epoch's end) hold every rank's (``train_metrics_per_rank``); from the same
+    number of ranks each takes its own. Otherwise rank 0 takes the saved ones
+    (``loop.train_metrics``, rank 0's) and the others none: loaded on every rank they
+    would count twice when ``sync_dist`` reduces them.
+    """
+    per_rank = payload.get("train_metrics_per_rank")
+    if per_rank is not None and len(per_rank) == world_size:
+        return per_rank[rank]
+    if rank == 0:
+        return (payload.get("loop") or {}).get("train_metrics")
+    return None

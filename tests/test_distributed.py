@@ -6,6 +6,7 @@ and metrics, which are compared with a single process reading twice the batch.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import importlib.util
 import os
@@ -154,18 +155,27 @@ def test_resume_after_both_ranks_are_killed(tmp_path: Path, baseline: Any) -> No
     assert_params(second["params"], baseline)
 
 
+def _epoch_means(root: Path) -> list[tuple[str, str]]:
+    [metrics] = root.rglob("metrics.csv")
+    with open(metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [(r["step"], r["train_mse_epoch"]) for r in rows if r.get("train_mse_epoch")]
+
+
 def test_kill_inside_an_accumulation_window_resumes_exactly(tmp_path: Path) -> None:
     """2 ranks, accumulate 4, a validation and a checkpoint every 3 batches (so a checkpoint
     falls inside a window, where each rank holds its own unreduced gradients); every rank
     is SIGKILLed after batch 11, inside a window, after such a checkpoint. The
-    resume from the mid-window checkpoint ends bit-identical to an uninterrupted run.
+    resume from the mid-window checkpoint ends bit-identical to an uninterrupted run,
+    with the same sync_dist epoch means of the training loss in metrics.csv.
     Checkpoints are written synchronously: a SIGKILL loses a background write still in
     flight, and this test needs the mid-window file on disk before the kill."""
     args = ["--batch", "2", "--acc", "4", "--val", "--val_check_interval", "3", "--ckpt-val"]
     args += ["--async_checkpointing", "false"]
     args += ["--max_steps", "4"]
     ok(job(args, tmp_path / "whole"))
-    want = outputs(tmp_path / "whole")[0]["params"]
+    whole = outputs(tmp_path / "whole")
+    want = whole[0]["params"]
     root = tmp_path / "killed"
     fail = ["--fail", "killall@micro", "--fail-at", "11", "--fail-rank", "0"]
     assert job([*args, *fail], root).returncode != 0
@@ -178,6 +188,10 @@ def test_kill_inside_an_accumulation_window_resumes_exactly(tmp_path: Path) -> N
     assert line[len("Resuming from ") :].split(" (")[0] == str(last)
     for out in outputs(root):
         assert_params(out["params"], want, rtol=0, atol=0)
+    # Epoch 0's sync_dist mean covers every rank's batches from before the kill: the
+    # mid-epoch checkpoint holds each rank's partial sums.
+    assert _epoch_means(root) == _epoch_means(tmp_path / "whole")
+    assert len(_epoch_means(root)) == 2
 
 
 def test_elastic_restart_resumes_by_itself(tmp_path: Path, baseline: Any) -> None:

@@ -72,7 +72,7 @@ import torch
 from .._checkpointing import unwrap
 from .._config import FitConfig, split_strategy
 from .._devices import parse_devices, resolve_accelerator, resolve_devices
-from .._rank_state import gather_partial_grads, own_partial_grads
+from .._rank_state import gather_partial_grads, own_partial_grads, to_cpu
 from .._slurm import export_launch_env
 from .._state import TrainState
 from .._warn import user_stacklevel
@@ -235,14 +235,22 @@ class _Group(DistEnv):
     # checkpoints ----------------------------------------------------------------------
 
     def with_rank_state(
-        self, state: TrainState, extra: Callable[[], dict[str, Any]]
+        self,
+        state: TrainState,
+        extra: Callable[[], dict[str, Any]],
+        train_metrics: Callable[[], Mapping[str, Any]],
     ) -> Callable[[], dict[str, Any]]:
-        if self.sharded:
-            return extra  # the sharded writer saves each rank's own state
-        per_rank = gather_partial_grads(state, self._gather)
-        if per_rank is None:
-            return extra
-        return lambda: {**extra(), "grads_per_rank": per_rank}
+        sums = self._gather(to_cpu(train_metrics()))
+        # The sharded writer saves each rank's own state, partial gradients included.
+        grads = None if self.sharded else gather_partial_grads(state, self._gather)
+
+        def build() -> dict[str, Any]:
+            out = {**extra(), "train_metrics_per_rank": sums}
+            if grads is not None:
+                out["grads_per_rank"] = grads
+            return out
+
+        return build
 
     def _gather(self, obj: Any) -> list[Any] | None:
         box: list[Any] | None = [None] * self.world_size if self.is_main else None

@@ -72,9 +72,13 @@ class DistEnv:
         """Reduce a collector's epoch accumulators across ranks, before it finalizes them."""
 
     def with_rank_state(
-        self, state: TrainState, extra: Callable[[], dict[str, Any]]
+        self,
+        state: TrainState,
+        extra: Callable[[], dict[str, Any]],
+        train_metrics: Callable[[], Mapping[str, Any]],
     ) -> Callable[[], dict[str, Any]]:
-        """``extra`` plus what differs per rank (DDP: partial gradients inside a window).
+        """``extra`` plus what differs per rank (DDP: partial gradients inside a window,
+        every rank's partial training epoch reductions).
 
         Called on every rank at the same checkpoint events (never per step).
         """

@@ -11,6 +11,7 @@ import torch
 from .. import _fs
 from .._checkpointing import load_checkpoint
 from .._config import FitConfig
+from .._rank_state import own_train_metrics
 from .._resume_source import find_checkpoint
 from .._rundir import lineage_of
 from .._seed import set_rng_states
@@ -118,10 +119,7 @@ def resume(
     run.elapsed_before = float(loop.get("elapsed", 0.0))
     run.writer.resumed_from = path
     run.writer.lineage = [*lineage_of(payload), run.writer.claim.run_id]
-    if run.dist.is_main:
-        # Rank 0's partial epoch sums; loaded on every rank they would count twice
-        # when sync_dist reduces them.
-        run.train.load_state_dict(loop.get("train_metrics") or {})
+    run.train.load_state_dict(own_train_metrics(payload, run.dist.rank, run.dist.world_size) or {})
     cb_states = payload.get("callbacks") or {}
     for i, cb in enumerate(run.callbacks):
         key = f"{type(cb).__name__}{i}"

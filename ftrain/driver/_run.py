@@ -319,7 +319,7 @@ class Run:
         if not self.writer.enabled:
             return
         if stage != "train_step":  # every rank is here (no per-rank fast path)
-            extra = self.dist.with_rank_state(state, extra)
+            extra = self.dist.with_rank_state(state, extra, self.train.state_dict)
         self.writer.report(
             stage,
             state,
