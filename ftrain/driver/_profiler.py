@@ -98,10 +98,12 @@ class AdvancedProfiler(SimpleProfiler):
 
     Args:
         log_dir: the folder of the report (created when it is written).
-        line_count: functions listed per phase.
+        line_count: functions listed per phase: an int for that many, a float in
+            [0, 1] for that share of them (default all, as Lightning's
+            ``line_count_restriction``).
     """
 
-    def __init__(self, log_dir: str, line_count: int = 30) -> None:
+    def __init__(self, log_dir: str, line_count: int | float = 1.0) -> None:
         super().__init__()
         self.path = _fs.join(log_dir, "advanced_profile.txt")
         self.line_count = line_count
