@@ -18,20 +18,6 @@ from ._combinators import skip_nonfinite as skip_nonfinite
 from ._custom import CustomStep as CustomStep
 from ._custom import accumulation_boundary as accumulation_boundary
 from ._custom import custom_step as custom_step
-from ._data._loader import TensorLoader as TensorLoader
-from ._data._sources import DataFactory as DataFactory
-from ._data._sources import per_batch_size as per_batch_size
-from ._data._sources import per_epoch as per_epoch
-from ._data._sources import per_validation as per_validation
-from ._data._sources import validation_seed as validation_seed
-from ._data._windows import RandomWindows as RandomWindows
-from ._data._windows import window_offsets as window_offsets
-from ._ema import ema as ema
-from ._ema import ema_state_dict as ema_state_dict
-from ._ema import ema_weights as ema_weights
-from ._metrics import Logged as Logged
-from ._metrics import log as log
-from ._metrics import log_dict as log_dict
 from ._precision import PRECISIONS as PRECISIONS
 from ._precision import Precision as Precision
 from ._precision import parse_precision as parse_precision
@@ -45,7 +31,6 @@ from ._step import Step as Step
 from ._step import TrainStep as TrainStep
 from ._step import eval_step as eval_step
 from ._step import train_step as train_step
-from ._summary import model_summary as model_summary
 from ._transforms import GradientTransform as GradientTransform
 from ._transforms import after_update as after_update
 from ._transforms import gradient_transform as gradient_transform
@@ -69,6 +54,21 @@ if TYPE_CHECKING:
     from ._checkpointing import save_checkpoint as save_checkpoint
     from ._checkpointing import write_checkpoints as write_checkpoints
     from ._config import FitConfig as FitConfig
+    from ._data._loader import TensorLoader as TensorLoader
+    from ._data._sources import DataFactory as DataFactory
+    from ._data._sources import per_batch_size as per_batch_size
+    from ._data._sources import per_epoch as per_epoch
+    from ._data._sources import per_validation as per_validation
+    from ._data._sources import validation_seed as validation_seed
+    from ._data._windows import RandomWindows as RandomWindows
+    from ._data._windows import window_offsets as window_offsets
+    from ._ema import ema as ema
+    from ._ema import ema_state_dict as ema_state_dict
+    from ._ema import ema_weights as ema_weights
+    from ._metrics import Logged as Logged
+    from ._metrics import log as log
+    from ._metrics import log_dict as log_dict
+    from ._summary import model_summary as model_summary
     from ._throughput import ThroughputMonitor as ThroughputMonitor
     from ._timer import Timer as Timer
     from .driver import FitResult as FitResult
@@ -78,8 +78,9 @@ if TYPE_CHECKING:
     from .driver import test as test
     from .driver import validate as validate
 
-# The loop, its driver and the subpackages load on first use (PEP 562): a unit test
-# of a step, or a script that only builds one, never pays for them. Name -> module.
+# The loop, its driver, the data and logging parts and the subpackages load on first
+# use (PEP 562): a unit test of a step, or a script that only builds one, never pays
+# for them. Name -> module.
 _LAZY = {
     "checkpoint": ".checkpoint",
     "cli": ".cli",
@@ -103,6 +104,21 @@ _LAZY = {
     "predict": ".driver",
     "test": ".driver",
     "validate": ".driver",
+    "TensorLoader": "._data._loader",
+    "DataFactory": "._data._sources",
+    "per_batch_size": "._data._sources",
+    "per_epoch": "._data._sources",
+    "per_validation": "._data._sources",
+    "validation_seed": "._data._sources",
+    "RandomWindows": "._data._windows",
+    "window_offsets": "._data._windows",
+    "ema": "._ema",
+    "ema_state_dict": "._ema",
+    "ema_weights": "._ema",
+    "Logged": "._metrics",
+    "log": "._metrics",
+    "log_dict": "._metrics",
+    "model_summary": "._summary",
 }
 
 
