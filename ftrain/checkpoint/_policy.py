@@ -100,6 +100,15 @@ class Policy:
     dirpath: str | None = attrs.field(default=None, converter=as_dirpath)
     save_weights_only: bool = attrs.field(default=False, validator=bool_field)
     verbose: bool = attrs.field(default=False, validator=bool_field)
+    # Derived: a part has a step or time trigger, so any optimizer step may act.
+    _steps_act: bool = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        triggers = [p.trigger for p in self.parts if p.trigger is not None]
+        steps_act = any(
+            t.every_n_train_steps > 0 or t.train_time_interval is not None for t in triggers
+        )
+        object.__setattr__(self, "_steps_act", steps_act)
 
     def __or__(self, other: Policy) -> Policy:
         return union(self, other)
@@ -148,17 +157,9 @@ class Policy:
         each optimizer step ("train_step") only step or time triggers, or a save put
         off earlier, can act. Other stages always return True.
         """
-        if stage != "train_step":
+        if stage != "train_step" or self._steps_act:
             return True
-        for part, part_state in zip(self.parts, pstate["parts"], strict=True):
-            trigger = part.trigger
-            if part_state.get("pending"):
-                return True
-            if trigger is not None and (
-                trigger.every_n_train_steps > 0 or trigger.train_time_interval is not None
-            ):
-                return True
-        return False
+        return any(part_state.get("pending") for part_state in pstate["parts"])
 
     def update(
         self, pstate: Mapping[str, Any], event: Event

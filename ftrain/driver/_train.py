@@ -308,7 +308,7 @@ class TrainLoop:
         if stepped and run.checkpoints_on:
             if ends_epoch:
                 self.deferred.append(("train_step", run.callback_metrics()))
-            else:
+            elif run.writer.may_act_after_step():  # most steps: nothing can be due
                 run.checkpoint("train_step", state, self.payload(state, False))
         if stopping or max_steps:
             run.end_reason = run.stop_cause if stopping else "max_steps"

@@ -50,6 +50,12 @@ class CheckpointWriter:
     def enabled(self) -> bool:
         return bool(self.reducer.policies)
 
+    def may_act_after_step(self) -> bool:
+        """Whether an optimizer step's event could give an action (step or time triggers,
+        a save put off); raises a failed background write's error (the next step's)."""
+        self.files.check()
+        return self.reducer.may_act(self.states, "train_step")
+
     def report(
         self,
         stage: str,

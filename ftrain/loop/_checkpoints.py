@@ -46,7 +46,10 @@ class CheckpointReducer:
 
     def may_act(self, states: Sequence[Any], stage: str) -> bool:
         """Whether an event of ``stage`` could give any action (a cheap, safe check)."""
-        return any(p.may_act(s, stage) for p, s in zip(self.policies, states, strict=True))
+        for policy, state in zip(self.policies, states, strict=True):
+            if policy.may_act(state, stage):
+                return True
+        return False
 
     def update(self, states: Sequence[Any], event: Event) -> tuple[list[Any], list[Action]]:
         """Fold ``event`` through every policy: (new states, [(policy index, action)])."""
