@@ -163,7 +163,8 @@ class _Cache:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.groups = 0
         self.device_type = "cpu"
-        self.sharded = False  # an FSDP2 model: gradient sync is switched per batch
+        # FSDP2 models (one, or those of a mapping): gradient sync is switched per batch.
+        self.sharded: list[Any] = []
 
     def stale(self, state: TrainState) -> bool:
         """Another optimizer, or param groups added since (``add_param_group`` when unfreezing)."""
@@ -181,7 +182,7 @@ class _Cache:
         self.named = named_trainable(state.models, self.optimizers)
         self.groups = sum(len(opt.param_groups) for opt in state.optimizers)
         self.device_type = _device_type(state.model)
-        self.sharded = hasattr(state.model, "set_requires_gradient_sync")
+        self.sharded = [m for m in state.models if hasattr(m, "set_requires_gradient_sync")]
 
 
 def _check_loss_name(_: Any, __: Any, value: Any) -> None:
@@ -281,7 +282,8 @@ class TrainStep:
         no_sync = not boundary and _is_ddp(model)
         if cache.sharded and n > 1:
             # FSDP2: reduce-scatter the gradients on a window's last batch only.
-            model.set_requires_gradient_sync(boundary)
+            for sharded in cache.sharded:
+                sharded.set_requires_gradient_sync(boundary)
         if not no_sync and precision.autocast_dtype is None:
             # The common case needs no context manager: enter none (they cost per step).
             loss, metrics = _split_output(loss_fn(model, batch))

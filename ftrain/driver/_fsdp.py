@@ -1,15 +1,17 @@
 """``strategy="fsdp"``: FSDP2 (``fully_shard``) and sharded checkpoints.
 
 Sharding: each submodule the policy names (default: the top-level children that
-hold parameters) is sharded on its own, then the root. The optimizer keeps its
-identity (LR schedulers hold it) and its param groups are pointed at the sharded
-parameters.
+hold parameters) is sharded on its own, then the root; a mapping of models (a GAN's
+``{"gen": G, "disc": D}``) has each of its models sharded so, each its own root. The
+optimizers keep their identity (LR schedulers hold them) and their param groups are
+pointed at the sharded parameters.
 
 Checkpoints: every rank writes its shard of the model and optimizer with
 ``torch.distributed.checkpoint`` into ``<file>.<token>.dcp/``; then rank 0 commits
 ``<file>`` (the ordinary ``.ckpt`` file with counters, loop, policies and
 ``"sharded": <folder name>``), so the checkpoint policies, ``ckpt_path="last"`` and
-the atomic-commit rule work unchanged. Since every rank takes part in a save, the
+the atomic-commit rule work unchanged. The models of a mapping are saved as one
+``ModuleDict`` of them (keys ``"gen.<param>"``), with all optimizers in one state dict. Since every rank takes part in a save, the
 ranks carry out rank 0's decisions: one small broadcast per checkpoint event (per
 optimizer step with checkpointing on), a cost DDP runs do not have.
 
@@ -40,9 +42,16 @@ __all__ = ["load_sharded", "save_sharded", "shard", "share_actions", "unshard"]
 
 
 def _model(state: TrainState) -> nn.Module:
-    if not isinstance(state.model, nn.Module):
-        raise ValueError("strategy='fsdp' trains one model; got a mapping of models")
-    return state.model
+    """The model, or a ``ModuleDict`` holding the models of a mapping (not copies)."""
+    if isinstance(state.model, nn.Module):
+        return state.model
+    for name in state.model:
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(
+                "strategy='fsdp': the names of a mapping of models must be non-empty "
+                f"strings without '.' (they prefix the checkpoint's keys), got {name!r}"
+            )
+    return nn.ModuleDict(dict(state.model))
 
 
 def _default_targets(module: nn.Module) -> list[nn.Module]:
@@ -55,16 +64,18 @@ def shard(state: TrainState, step: Any, env: Any) -> TrainState:
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import distribute_tensor
 
-    model = _model(state)
+    _model(state)  # a mapping's names are checked before anything is sharded
     mesh = init_device_mesh(env.accelerator, (env.world_size,))
-    before = dict(model.named_parameters())
     policy = env.fsdp_policy or _default_targets
-    for sub in policy(model):
-        if sub is not model:
-            fully_shard(sub, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    after = dict(model.named_parameters())
-    new_of = {id(p): after[name] for name, p in before.items()}
+    new_of: dict[int, nn.Parameter] = {}
+    for model in state.models:
+        before = dict(model.named_parameters())
+        for sub in policy(model):
+            if sub is not model:
+                fully_shard(sub, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        after = dict(model.named_parameters())
+        new_of.update({id(p): after[name] for name, p in before.items()})
     for opt in state.optimizers:
         for group in opt.param_groups:
             group["params"] = [new_of.get(id(p), p) for p in group["params"]]
