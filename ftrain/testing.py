@@ -205,12 +205,7 @@ def check_step(
     """
     frozen = tuple(frozen)
     trainable = {name: p.requires_grad for name, p in _named_params(state)}
-    for prefix in frozen:
-        if not any(name.startswith(prefix) for name in trainable):
-            raise ValueError(
-                f"check_step: frozen prefix {prefix!r} matches no parameter; "
-                f"parameters: {', '.join(trainable)}"
-            )
+    _check_prefixes(frozen, trainable)
     original = _snapshot(state)
     batch_copy = copy.deepcopy(batch)
 
@@ -221,6 +216,28 @@ def check_step(
     np.random.random()
     second, metrics_again = _run(step, state.clone(), batch, "second")
 
+    _check_inputs_untouched(batch_copy, batch, original, state)
+    _check_reproducible((first, metrics), (second, metrics_again), atol)
+    bad = [name for name, value in metrics.items() if not _finite(value)]
+    if bad:
+        shown = ", ".join(f"{name}={metrics[name]!r}" for name in bad)
+        raise AssertionError(f"check_step: non-finite metrics: {shown}")
+    before = {name: original[name] for name in trainable}
+    after = {name: p.detach() for name, p in _named_params(first)}
+    _check_updates(before, after, trainable, frozen, expect_change)
+    return metrics
+
+
+def _check_prefixes(frozen: tuple[str, ...], trainable: Mapping[str, bool]) -> None:
+    for prefix in frozen:
+        if not any(name.startswith(prefix) for name in trainable):
+            raise ValueError(
+                f"check_step: frozen prefix {prefix!r} matches no parameter; "
+                f"parameters: {', '.join(trainable)}"
+            )
+
+
+def _check_inputs_untouched(batch_copy: Any, batch: Any, original: Any, state: TrainState) -> None:
     difference = _tree_difference(batch_copy, batch, "batch", 0.0)
     if difference:
         raise AssertionError(f"check_step: the step modified its input batch: {difference}")
@@ -231,24 +248,29 @@ def check_step(
             f"does the step train something other than state.model? {difference}"
         )
 
-    before = {name: original[name] for name in trainable}
-    after = {name: p.detach() for name, p in _named_params(first)}
-    difference = _tree_difference(_snapshot(first), _snapshot(second), "state", atol)
+
+def _check_reproducible(
+    first: tuple[TrainState, Metrics], second: tuple[TrainState, Metrics], atol: float
+) -> None:
+    difference = _tree_difference(_snapshot(first[0]), _snapshot(second[0]), "state", atol)
     if difference:
         raise AssertionError(
             f"check_step: two runs from the same state differ in {difference}; the step "
             "uses randomness not derived from the state (seed, micro_step, rank), or "
             "state outside TrainState"
         )
-    difference = _tree_difference(metrics, metrics_again, "metrics", atol)
+    difference = _tree_difference(first[1], second[1], "metrics", atol)
     if difference:
         raise AssertionError(f"check_step: two runs from the same state differ in {difference}")
 
-    bad = [name for name, value in metrics.items() if not _finite(value)]
-    if bad:
-        shown = ", ".join(f"{name}={metrics[name]!r}" for name in bad)
-        raise AssertionError(f"check_step: non-finite metrics: {shown}")
 
+def _check_updates(
+    before: Mapping[str, torch.Tensor],
+    after: Mapping[str, torch.Tensor],
+    trainable: Mapping[str, bool],
+    frozen: tuple[str, ...],
+    expect_change: bool,
+) -> None:
     if set(after) != set(before):
         raise AssertionError(
             "check_step: the step changed the set of parameters: "
@@ -271,7 +293,6 @@ def check_step(
             raise AssertionError(
                 f"check_step: parameters changed (expect_change=False): {', '.join(moved)}"
             )
-    return metrics
 
 
 def _run(step: Any, state: TrainState, batch: Any, which: str) -> tuple[TrainState, Metrics]:
