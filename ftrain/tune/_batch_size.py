@@ -147,18 +147,7 @@ def scale_batch_size(
         64
     """
     owner = "scale_batch_size"
-    if isinstance(make_data, DataFactory):
-        if make_data.kind != "batch_size":
-            raise TypeError(
-                f"{owner}: make_data must be a function batch_size -> loader (or "
-                f"per_batch_size(fn)), got {make_data!r}, a factory of another kind"
-            )
-        make_data = make_data.fn
-    if not callable(make_data):
-        raise TypeError(
-            f"{owner}: make_data must be a callable batch_size -> loader, "
-            f"got {type(make_data).__name__}"
-        )
+    make_data = _batch_size_factory(make_data)
     mode = check_choice(owner, "mode", mode, _MODES)
     check_int(owner, "init_val", init_val, 1)
     check_int(owner, "max_trials", max_trials, 1)
@@ -169,42 +158,73 @@ def scale_batch_size(
         raise ValueError(f"{owner}: margin must be in [0.0, 1.0), got {margin}")
     predicate, max_memory = _bound(fits)
 
+    def trial(size: int) -> int | None:
+        """The size a trial of ``size`` ran (smaller: the dataset is), None if it failed."""
+        if predicate is not None and not predicate(size):
+            return None
+        try:
+            return _trial(make_data, size, state, train_step, steps_per_trial, max_memory)
+        except Exception as exc:
+            if not (isinstance(exc, _OutOfMemory) or is_oom_error(exc)):
+                raise
+            return None
+
     device = device_of(state)
-    low, high, size = 0, None, init_val  # low: largest that worked; high: smallest that failed
     with kept_rng(device):
-        for _ in range(max_trials):
-            failed = False
-            try:
-                if predicate is not None and not predicate(size):
-                    raise _OutOfMemory
-                seen = _trial(make_data, size, state, train_step, steps_per_trial, max_memory)
-            except Exception as exc:
-                if not (isinstance(exc, _OutOfMemory) or is_oom_error(exc)):
-                    raise
-                failed = True
-            # Outside the handler: the traceback that held the clone is gone.
-            release(device)
-            if failed:
-                high = size
-                if (mode == "power" and low) or high - low <= 1:
-                    break
-                size = (low + high) // 2
-                continue
-            low = max(low, seen)
-            if seen < size or size >= max_val:
-                break
-            if high is None:
-                size = min(size * 2, max_val)
-            elif high - low <= 1:
-                break
-            else:
-                size = (low + high) // 2
+        low, high = _search(trial, lambda: release(device), mode, init_val, max_trials, max_val)
     if low == 0:
         tried = f"down to {high}" if high is not None else f"from {init_val}"
         raise RuntimeError(f"{owner}: no batch size fits in memory (tried {tried})")
     if mode == "binsearch" and margin > 0:
         return max(1, int(low * (1 - margin)))
     return low
+
+
+def _batch_size_factory(make_data: Any) -> Callable[[int], Iterable[Any]]:
+    if isinstance(make_data, DataFactory):
+        if make_data.kind != "batch_size":
+            raise TypeError(
+                "scale_batch_size: make_data must be a function batch_size -> loader (or "
+                f"per_batch_size(fn)), got {make_data!r}, a factory of another kind"
+            )
+        make_data = make_data.fn
+    if not callable(make_data):
+        raise TypeError(
+            "scale_batch_size: make_data must be a callable batch_size -> loader, "
+            f"got {type(make_data).__name__}"
+        )
+    return make_data
+
+
+def _search(
+    trial: Callable[[int], int | None],
+    release: Callable[[], None],
+    mode: str,
+    init_val: int,
+    max_trials: int,
+    max_val: int,
+) -> tuple[int, int | None]:
+    """(largest size that worked or 0, smallest that failed or None) after the trials."""
+    low, high, size = 0, None, init_val
+    for _ in range(max_trials):
+        seen = trial(size)
+        release()  # after the trial: the traceback that held the clone is gone
+        if seen is None:
+            high = size
+            if (mode == "power" and low) or high - low <= 1:
+                break
+            size = (low + high) // 2
+            continue
+        low = max(low, seen)
+        if seen < size or size >= max_val:
+            break
+        if high is None:
+            size = min(size * 2, max_val)
+        elif high - low <= 1:
+            break
+        else:
+            size = (low + high) // 2
+    return low, high
 
 
 def _trial(
