@@ -242,6 +242,39 @@ def lr_find(
         >>> len(result.lrs), result.lrs[0]
         (20, 0.0001)
     """
+    mode, min_lr, max_lr, early_stop_threshold = _checked(
+        mode, min_lr, max_lr, num_training, early_stop_threshold, skip_begin, skip_end
+    )
+    device = device_of(state)
+    schedule = lr_schedule(min_lr, max_lr, num_training, mode)
+    with kept_rng(device):
+        try:
+            lrs, losses, smoothed, stopped = _explore(
+                state, train_step, data, schedule, early_stop_threshold, device
+            )
+        finally:
+            release(device)
+    return LRFinderResult(
+        lrs=tuple(lrs),
+        losses=tuple(losses),
+        smoothed=tuple(smoothed),
+        mode=mode,
+        skip_begin=skip_begin,
+        skip_end=skip_end,
+        stopped_early=stopped,
+    )
+
+
+def _checked(
+    mode: str,
+    min_lr: float,
+    max_lr: float,
+    num_training: int,
+    early_stop_threshold: float | None,
+    skip_begin: int,
+    skip_end: int,
+) -> tuple[str, float, float, float | None]:
+    """lr_find's arguments checked: (mode, min_lr, max_lr, early_stop_threshold)."""
     owner = "lr_find"
     mode = check_choice(owner, "mode", mode, _MODES)
     min_lr = check_number(owner, "min_lr", min_lr)
@@ -262,24 +295,7 @@ def lr_find(
     check_int(owner, "skip_begin", skip_begin, 0)
     check_int(owner, "skip_end", skip_end, 0)
 
-    device = device_of(state)
-    schedule = lr_schedule(min_lr, max_lr, num_training, mode)
-    with kept_rng(device):
-        try:
-            lrs, losses, smoothed, stopped = _explore(
-                state, train_step, data, schedule, early_stop_threshold, device
-            )
-        finally:
-            release(device)
-    return LRFinderResult(
-        lrs=tuple(lrs),
-        losses=tuple(losses),
-        smoothed=tuple(smoothed),
-        mode=mode,
-        skip_begin=skip_begin,
-        skip_end=skip_end,
-        stopped_early=stopped,
-    )
+    return mode, min_lr, max_lr, early_stop_threshold
 
 
 def _explore(
