@@ -46,9 +46,11 @@ if TYPE_CHECKING:
     from . import loop as loop
     from . import testing as testing
     from . import tune as tune
-    from ._callbacks import Callback as Callback
-    from ._callbacks import EarlyStopping as EarlyStopping
-    from ._callbacks import LearningRateMonitor as LearningRateMonitor
+    from ._callbacks._base import Callback as Callback
+    from ._callbacks._base import EarlyStopping as EarlyStopping
+    from ._callbacks._base import LearningRateMonitor as LearningRateMonitor
+    from ._callbacks._throughput import ThroughputMonitor as ThroughputMonitor
+    from ._callbacks._timer import Timer as Timer
     from ._checkpointing import load_checkpoint as load_checkpoint
     from ._checkpointing import restore as restore
     from ._checkpointing import save_checkpoint as save_checkpoint
@@ -69,8 +71,6 @@ if TYPE_CHECKING:
     from ._metrics import log as log
     from ._metrics import log_dict as log_dict
     from ._summary import model_summary as model_summary
-    from ._throughput import ThroughputMonitor as ThroughputMonitor
-    from ._timer import Timer as Timer
     from .driver import FitResult as FitResult
     from .driver import estimated_stepping_batches as estimated_stepping_batches
     from .driver import fit as fit
@@ -88,16 +88,16 @@ _LAZY = {
     "loop": ".loop",
     "testing": ".testing",
     "tune": ".tune",
-    "Callback": "._callbacks",
-    "EarlyStopping": "._callbacks",
-    "LearningRateMonitor": "._callbacks",
+    "Callback": "._callbacks._base",
+    "EarlyStopping": "._callbacks._base",
+    "LearningRateMonitor": "._callbacks._base",
     "load_checkpoint": "._checkpointing",
     "restore": "._checkpointing",
     "save_checkpoint": "._checkpointing",
     "write_checkpoints": "._checkpointing",
     "FitConfig": "._config",
-    "ThroughputMonitor": "._throughput",
-    "Timer": "._timer",
+    "ThroughputMonitor": "._callbacks._throughput",
+    "Timer": "._callbacks._timer",
     "FitResult": ".driver",
     "estimated_stepping_batches": ".driver",
     "fit": ".driver",

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ftrain as ft
-from ftrain._callbacks import HOOKS, EarlyStoppingState, early_stopping_update
+from ftrain._callbacks._base import HOOKS, EarlyStoppingState, early_stopping_update
 
 QUIET: dict[str, Any] = dict(
     logger=False,

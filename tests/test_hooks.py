@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain._callbacks import HOOKS
+from ftrain._callbacks._base import HOOKS
 
 QUIET: dict[str, Any] = {
     "logger": False,

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 
 from .._batch import batch_size_of, cast_floats, move_to_device
+from .._callbacks._hooks import call, eval_batch_hooks
 from .._checkpointing import load_checkpoint, restore
 from .._config import FitConfig
 from .._data._loader import loader_length, prepare_loader
 from .._data._sources import check_eval_data, one_set, refuse_dataset
 from .._devices import resolve_accelerator, resolve_devices
-from .._hooks import call, eval_batch_hooks
 from .._metrics import MetricCollector, to_float
 from .._precision import Precision
 from .._schedules import limit_batches

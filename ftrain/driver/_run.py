@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from .._callbacks import EarlyStopping, LearningRateMonitor, drain_logged
+from .._callbacks._base import EarlyStopping, LearningRateMonitor, drain_logged
+from .._callbacks._timer import Timer
 from .._config import FitConfig
 from .._metrics import Logged, MetricCollector, to_float
 from .._state import TrainState
-from .._timer import Timer
 from ._env import DistEnv
 from ._profiler import NullProfiler
 from ._progress import ProgressBar

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .._batch import move_to_device
+from .._callbacks._hooks import batch_start, eval_batch_hooks
 from .._data._loader import TensorLoader, loader_length
 from .._data._prefetch import Prefetcher
 from .._data._sources import ValidationData
 from .._data._stateful import LoaderPosition
 from .._errors import note_position
-from .._hooks import batch_start, eval_batch_hooks
 from .._schedulers import step_epoch_schedulers
 from .._schedules import limit_batches
 from .._seed import ambient_epoch, rng_states, set_rng_states

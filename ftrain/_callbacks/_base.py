@@ -16,8 +16,8 @@ from typing import Any
 
 import attrs
 
-from ._metrics import Logged, log
-from ._warn import user_stacklevel
+from .._metrics import Logged, log
+from .._warn import user_stacklevel
 
 __all__ = [
     "HOOKS",

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._batch import batch_size_of
-from ._callbacks import Callback
+from .._batch import batch_size_of
+from ._base import Callback
 
 __all__ = ["ThroughputMonitor"]
 

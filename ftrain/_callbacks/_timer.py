@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._config import parse_max_time
+from .._config import parse_max_time
 
 __all__ = ["Timer"]
 
