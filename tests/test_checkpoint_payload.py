@@ -150,7 +150,7 @@ def test_verify_catches_a_flipped_bit(tmp_path: Path) -> None:
 def test_last_skips_a_corrupt_newest_file(tmp_path: Path) -> None:
     """ckpt_path="last" verifies its candidates: a newest file with a flipped bit is skipped
     (with a warning) for the next newest."""
-    from ftrain._resume_source import newest_checkpoint
+    from ftrain.driver._resume_source import newest_checkpoint
 
     state = _state()
     ft.save_checkpoint(state, tmp_path / "old.ckpt")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain._rundir import (
+from ftrain.driver._rundir import (
     NameTaken,
     RunClaim,
     is_live,

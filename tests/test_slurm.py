@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import ftrain as ft
-from ftrain import _slurm
+from ftrain.driver import _slurm
 from ftrain.driver._resume import hpc_ckpt_path as _hpc_ckpt_path
 
 TRAIN = str(Path(__file__).parent / "dist_scripts" / "train.py")

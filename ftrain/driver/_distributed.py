@@ -72,14 +72,14 @@ import torch
 from .._checkpointing import unwrap
 from .._config import FitConfig, split_strategy
 from .._devices import parse_devices, resolve_accelerator, resolve_devices
-from .._rank_state import gather_partial_grads, own_partial_grads, to_cpu
-from .._slurm import export_launch_env
 from .._state import TrainState
 from .._warn import user_stacklevel
 from ..checkpoint._async import Job
 from ._env import DistEnv, Mirror
 from ._fsdp import load_sharded, save_sharded, shard, share_actions, unshard
 from ._launch import ScriptLauncher, SpawnLauncher
+from ._rank_state import gather_partial_grads, own_partial_grads, to_cpu
+from ._slurm import export_launch_env
 from ._sync import reduce_epoch_values, reduce_step_values
 
 __all__ = ["DistEnv", "setup_distributed"]

@@ -22,10 +22,7 @@ import torch
 from .._config import FitConfig, flag_name_error
 from .._data._sources import ValidationData, check_eval_data, check_train_data
 from .._devices import resolve_accelerator, resolve_devices
-from .._resume_source import describe
-from .._rundir import check_root, claim_dirs
 from .._seed import set_deterministic
-from .._slurm import requeue_and_exit
 from .._state import TrainState
 from .._summary import model_summary
 from .._warn import user_stacklevel
@@ -45,7 +42,10 @@ from ._resume import (
     resume,
     search_dirs,
 )
+from ._resume_source import describe
 from ._run import LazyFloats, Run
+from ._rundir import check_root, claim_dirs
+from ._slurm import requeue_and_exit
 from ._train import TrainLoop
 from ._wiring import DataSource, build_step, move_state
 from ._writer import CheckpointWriter, announce

@@ -11,14 +11,14 @@ import torch
 from .. import _fs
 from .._checkpointing import load_checkpoint
 from .._config import FitConfig
-from .._rank_state import own_train_metrics
-from .._resume_source import find_checkpoint
-from .._rundir import lineage_of
 from .._seed import set_rng_states
-from .._slurm import hpc_checkpoints, slurm_detected
 from .._state import TrainState
 from ..checkpoint import default_policy
+from ._rank_state import own_train_metrics
+from ._resume_source import find_checkpoint
 from ._run import Run
+from ._rundir import lineage_of
+from ._slurm import hpc_checkpoints, slurm_detected
 
 __all__ = [
     "checkpoint_dirs",

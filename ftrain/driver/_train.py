@@ -22,13 +22,13 @@ from .._errors import note_position
 from .._schedulers import step_epoch_schedulers
 from .._schedules import limit_batches
 from .._seed import ambient_epoch, rng_states, set_rng_states
-from .._slurm import requeue_signals
 from .._state import TrainState
 from .._warn import user_stacklevel
 from ..loop import Position, StopConditions, ValInterval, batches, epoch_batches
 from ._evaluate import eval_sources, floats, restore_modes, run_eval
 from ._run import LazyFloats, Run
 from ._signals import StopSignals
+from ._slurm import requeue_signals
 from ._wiring import BatchSize, DataSource
 
 __all__ = ["TrainLoop"]

@@ -8,7 +8,12 @@ from functools import partial
 from typing import Any
 
 from .. import _fs
-from .._rundir import (
+from .._state import TrainState
+from ..checkpoint import CheckpointInfo, Delete, Save, clean_temp_files, list_checkpoints
+from ..checkpoint._async import AsyncWriter, Job
+from ..loop import CheckpointReducer, checkpoint_event
+from ._env import DistEnv
+from ._rundir import (
     NameTaken,
     RunClaim,
     drop_stale_reservations,
@@ -20,11 +25,6 @@ from .._rundir import (
     split_by_lineage,
     with_foreign,
 )
-from .._state import TrainState
-from ..checkpoint import CheckpointInfo, Delete, Save, clean_temp_files, list_checkpoints
-from ..checkpoint._async import AsyncWriter, Job
-from ..loop import CheckpointReducer, checkpoint_event
-from ._env import DistEnv
 
 __all__ = ["CheckpointWriter", "announce"]
 

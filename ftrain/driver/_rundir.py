@@ -32,9 +32,9 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from . import _fs
-from ._warn import user_stacklevel
-from .checkpoint._io import CheckpointError, safe_load
+from .. import _fs
+from .._warn import user_stacklevel
+from ..checkpoint._io import CheckpointError, safe_load
 
 try:
     import fcntl

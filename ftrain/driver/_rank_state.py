@@ -14,8 +14,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._batch import map_tensors
-from ._checkpointing import partial_grads
+from .._batch import map_tensors
+from .._checkpointing import partial_grads
 
 __all__ = ["gather_partial_grads", "own_partial_grads", "own_train_metrics", "to_cpu"]
 

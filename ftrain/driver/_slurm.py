@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, NoReturn
 
-from . import _fs
+from .. import _fs
 
 __all__ = [
     "export_launch_env",

@@ -14,10 +14,10 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _fs
+from .. import _fs
+from .._warn import user_stacklevel
+from ..checkpoint._io import CheckpointError, safe_load
 from ._rundir import checkpoint_names, is_live
-from ._warn import user_stacklevel
-from .checkpoint._io import CheckpointError, safe_load
 
 __all__ = ["describe", "find_checkpoint", "newest_checkpoint"]
 
