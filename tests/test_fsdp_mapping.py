@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import ftrain as ft
+from ftrain.driver._rundir import RunClaim, reservation_marker
 
 SCRIPT = Path(__file__).parent / "dist_scripts" / "gan.py"
 STEPS = 9  # 1.5 epochs of 6 batches of 4 per rank
@@ -134,3 +135,28 @@ def test_accumulation_switches_gradient_sync_on_every_model_of_a_mapping() -> No
         state, _ = step(state, torch.randn(3, 2))
     assert models["gen"].calls == models["disc"].calls == [False, True, False, True]
     assert state.step == 2
+
+
+def test_a_name_another_live_run_reserved_is_re_decided_before_the_ranks_share_it(
+    tmp_path: Path,
+) -> None:
+    """Under FSDP every rank writes rank 0's decision. A name another live run has
+    reserved in the shared folder is re-decided (-v1) by rank 0 before the decision is
+    shared, so the ranks agree (no hang in the collective save) and the other run's
+    reservation stays."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir(parents=True)
+    other = RunClaim()
+    other.hold(str(folder), "default_root_dir")
+    marker = Path(reservation_marker(str(folder / "epoch=0-step=2.ckpt")))
+    marker.write_text(other.run_id)
+    try:
+        out = run(tmp_path, "o", "--max_steps", "2", "--ckpt-every", "2")
+    finally:
+        other.release()
+    assert out[0]["step"] == 2
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".ckpt"))
+    assert names == ["epoch=0-step=2-v1.ckpt", "last.ckpt"], names
+    payload = ft.load_checkpoint(folder / "epoch=0-step=2-v1.ckpt")
+    assert (folder / payload["sharded"]).is_dir()
+    assert marker.read_text() == other.run_id

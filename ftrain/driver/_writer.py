@@ -98,21 +98,34 @@ class CheckpointWriter:
         bar: Any,
         owned: set[str],
     ) -> None:
-        # Under FSDP every rank writes its shard, so every rank carries out rank 0's
-        # decision; otherwise rank 0 alone writes and no collective is needed.
-        actions = self.dist.share_actions(list(actions))
+        if actions:
+            # The write in flight ends first (its error is raised here, before any new
+            # reservation); an event without actions never waits for a write.
+            self.files.wait()
+        # Rank 0 reserves the new names before the decision is shared, so that a name
+        # another run took is re-decided (NameTaken) before any rank acts on it.
+        markers = self._reserve(i, actions, owned)
+        try:
+            # Under FSDP every rank writes its shard, so every rank carries out rank 0's
+            # decision; otherwise rank 0 alone writes and no collective is needed.
+            actions = self.dist.share_actions(list(actions))
+        except BaseException:
+            _release(markers)
+            raise
+        if not actions:
+            return
         saves = [a for a in actions if isinstance(a, Save)]
         deletes = [a for a in actions if isinstance(a, Delete)]
-        if not saves and not deletes:
-            return
-        if saves and self.dist.is_main:
-            # A resume keeps the logged rows below the checkpoint's step and replays the
-            # rest, so everything logged so far must be on disk before the file commits.
-            for lg in loggers:
-                lg.flush()
         # One writer job: its links and deletes run only once its saves have committed.
         try:
             with self.files.job() as job:
+                for marker in markers:  # released once the writes are over, or dropped
+                    job.hold(partial(release_name, marker))
+                if saves and self.dist.is_main:
+                    # A resume keeps the logged rows below the checkpoint's step and
+                    # replays the rest: all logged so far is on disk before the commit.
+                    for lg in loggers:
+                        lg.flush()
                 for action in saves:
                     self._save(i, action, state, extra, bar, owned, job)
                 for deletion in deletes:
@@ -121,12 +134,35 @@ class CheckpointWriter:
                         self.created.discard(path)  # its name may be another run's later
                         job.then(partial(self.dist.remove_checkpoint, path))
         except FileExistsError:
-            # Runs reserve new names (see _save): only a program that does not (an
+            # Runs reserve new names (see _reserve): only a program that does not (an
             # older ftrain, a copy) can take one meanwhile. A background write
             # cannot re-decide the name: its payload is taken; it stops the run.
             if self.files.background or job.failed_path is None:
                 raise
             raise NameTaken(os.path.basename(job.failed_path)) from None
+
+    def _reserve(self, i: int, actions: Sequence[Save | Delete], owned: set[str]) -> list[Any]:
+        """Rank 0: reserve the new names among ``actions``, for their commit that may
+        come later in the background (NameTaken: none is kept).
+
+        Another run wanting one of them meanwhile gets NameTaken and re-decides.
+        """
+        markers: list[Any] = []
+        if not self.dist.is_main:
+            return markers
+        try:
+            for action in actions:
+                path = _fs.join(self.dirs[i], action.name)
+                if isinstance(action, Save) and not self._mine(action.name, path, owned):
+                    markers.append(reserve_name(path, self.claim.run_id))
+        except BaseException:
+            _release(markers)
+            raise
+        return markers
+
+    def _mine(self, name: str, path: str, owned: set[str]) -> bool:
+        # A name this run does not own yet is a new file: never replace one on disk.
+        return name in owned or path in self.created
 
     def _save(
         self,
@@ -141,12 +177,7 @@ class CheckpointWriter:
         policy = self.reducer.policies[i]
         path = _fs.join(self.dirs[i], action.name)
         link = None if action.link_to is None else _fs.join(self.dirs[i], action.link_to)
-        # A name this run does not own yet is a new file: never replace one on disk.
-        # Reserved now, when decided, for the commit that may come later in the
-        # background: another run wanting it meanwhile gets NameTaken and re-decides.
-        mine = action.name in owned or path in self.created
-        if not mine and self.dist.is_main:
-            job.hold(partial(release_name, reserve_name(path, self.claim.run_id)))
+        mine = self._mine(action.name, path, owned)
         self.dist.save_checkpoint(
             state,
             path,
@@ -195,6 +226,11 @@ class CheckpointWriter:
             return None, None, self.last_saved
         i, name, score = best
         return _fs.join(self.dirs[i], name), score, self.last_saved
+
+
+def _release(markers: Sequence[Any]) -> None:
+    for marker in markers:
+        release_name(marker)
 
 
 def _with_info(extra: Callable[[], dict[str, Any]], info: Any) -> dict[str, Any]:
