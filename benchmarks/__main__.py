@@ -63,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also fit's steady-state overhead per step over a hand loop (1200 vs 200 steps)",
     )
     p.add_argument(
+        "--loop-cost",
+        action="store_true",
+        help="also fit's own cost per batch around a no-op step, and the step's bookkeeping",
+    )
+    p.add_argument(
         "--gpu-check",
         action="store_true",
         help="the GPU check only (implied by --device cuda); with --device cpu, a dry run",
@@ -137,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print("[bench] steady-state overhead per step", file=sys.stderr, flush=True)
         results["steady"] = steady_benchmark(max(repeats, 3), quick, device)
+    if args.loop_cost and device.type == "cpu":
+        from ._loopcost import loop_cost
+
+        print("[bench] fit's loop around a no-op step", file=sys.stderr, flush=True)
+        results["loop_cost"] = loop_cost(max(repeats, 3), quick)
     if args.saves:
         from ._saves import save_benchmark
 

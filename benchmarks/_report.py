@@ -161,6 +161,10 @@ def markdown(results: dict[str, Any]) -> str:
         for err in sorted(errors):
             lines += ["", f"inductor failed here: `{err}`; measured with `aot_eager` instead."]
     lines += steady_lines(results.get("steady"))
+    if results.get("loop_cost"):
+        from ._loopcost import loop_cost_lines
+
+        lines += loop_cost_lines(results["loop_cost"])
     lines += save_lines(results.get("saves"))
     if results.get("lightning") is None:
         lines += ["", "Lightning: not installed, skipped."]
@@ -320,6 +324,7 @@ python -m benchmarks                      # everything, results in benchmarks/re
 python -m benchmarks --quick --workloads tiny   # a smoke run (seconds)
 python -m benchmarks --compile            # also ft.compile vs eager
 python -m benchmarks --steady --saves     # also steady-state overhead and save cost
+python -m benchmarks --loop-cost          # also fit's own cost per batch (no-op step)
 python -m benchmarks --device cuda        # the GPU check (below)
 python -m benchmarks --docs docs/performance.md   # rewrite this page
 nox -s bench                              # the same through nox
@@ -328,7 +333,7 @@ nox -s bench                              # the same through nox
 Options: `--workloads tiny,mid,cnn`, `--configs plain,acc_clip_log`,
 `--variants raw,ftrain,ftrain_bar,lightning`, `--repeats N`, `--out DIR`, `--threads N`,
 `--clock wall|cpu`, `--no-rss`, `--no-import`, `--no-loader`, `--steady`, `--saves`,
-`--gpu-check`. Lightning runs when it is importable (for the figures below it was
+`--loop-cost`, `--gpu-check`. Lightning runs when it is importable (for the figures below it was
 installed beside the project, never as a dependency), in the loop tables and in the
 save table (`ModelCheckpoint`, and with `AsyncCheckpointIO`).
 
@@ -337,6 +342,12 @@ save table (`ModelCheckpoint`, and with `AsyncCheckpointIO`).
 runs 1,200 and 200 steps and the difference over 1,000 steps is its steady-state
 time per step, fixed costs cancelled; without a logger, with TensorBoard every 50
 steps (against a hand loop writing the same scalars), with the progress bar.
+
+`--loop-cost`: `fit` around a step that only advances the counters (4,000 minus 400
+batches of a `TensorLoader`, CPU time), with and without the default checkpoint
+policy: the loop's own cost per batch, free of a model's time and noise; and the
+step's bookkeeping (the per-step seed, the new state) and a `TensorLoader` batch
+against a pre-sliced list, timed on their own.
 
 `--saves`: a 25M-parameter MLP (100 MB of weights, about 290 MB per checkpoint with
 AdamW's moments) saving every 20 steps, with no saves, synchronous saves

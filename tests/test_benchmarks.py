@@ -48,8 +48,9 @@ def test_quick_run_writes_every_field(tmp_path: Path) -> None:
     """`python -m benchmarks --quick --workloads tiny` finishes, finds ftrain's results
     bit-identical to the hand loop's, and writes the JSON and Markdown it promises."""
     out = tmp_path / "results"
+    flags = ["--quick", "--workloads", "tiny", "--loop-cost", "--out", str(out)]
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--workloads", "tiny", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -81,8 +82,12 @@ def test_quick_run_writes_every_field(tmp_path: Path) -> None:
         "hand index_select",
     }
     assert "fit + TensorLoader" in loader["train_step_us"]
+    cost = results["loop_cost"]
+    assert set(cost["fit_loop_us"]) == {"no checkpointing", "default checkpoint policy"}
+    assert all(v > 0 for v in cost["pieces_us"].values())
     table = (out / "results.md").read_text()
     assert "| tiny | acc_clip_log | ftrain.fit + bar |" in table
+    assert "| enter_step + leave_step |" in table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
