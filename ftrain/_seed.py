@@ -80,6 +80,7 @@ def mix_seed(*values: int) -> int:
 
 
 _BLOCK = 1024  # step seeds computed together, vectorised (one hash ~0.02 µs, not ~2)
+_CPU = torch.default_generator
 
 
 def _splitmix64_array(x: np.ndarray) -> np.ndarray:
@@ -121,18 +122,12 @@ def seed_step(seed: int, micro_step: int, rank: int, cuda: bool) -> None:
         torch.cuda.manual_seed(s)
 
 
-_CPU = torch.default_generator
-
-
 def enter_step(seed: int, micro_step: int, rank: int, cuda: bool) -> Any:
     """Save the global torch generators' states, then seed them for one step."""
     saved: Any = _CPU.get_state()
     if cuda:
         saved = (saved, torch.cuda.get_rng_state())
-    s = step_seed(seed, micro_step, rank)
-    _CPU.manual_seed(s)
-    if cuda:
-        torch.cuda.manual_seed(s)
+    seed_step(seed, micro_step, rank, cuda)
     return saved
 
 
