@@ -34,6 +34,7 @@ from ._warn import user_stacklevel
 
 __all__ = [
     "RANDOMNESS",
+    "SkipFirst",
     "ambient_epoch",
     "check_randomness",
     "enter_step",
@@ -193,7 +194,7 @@ def set_rng_states(states: Mapping[str, Any] | None) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-class _SkipFirst:
+class SkipFirst:
     """An iterable without its first ``skip`` batches (consumed); ``len`` is the full one."""
 
     def __init__(self, data: Iterable[Any], skip: int) -> None:
@@ -217,7 +218,7 @@ def ambient_epoch(data: Iterable[Any], epoch: int, skip: int) -> Iterable[Any]:
         set_epoch = getattr(obj, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
-    return data if skip == 0 else _SkipFirst(data, skip)
+    return data if skip == 0 else SkipFirst(data, skip)
 
 
 def global_seed() -> int:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import warnings
 import weakref
@@ -25,7 +24,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from .._seed import worker_init_fn
+from .._seed import SkipFirst, worker_init_fn
 from .._warn import user_stacklevel
 from ._sampler import SeededBatchSampler, check_int, check_shard
 from ._windows import RandomWindows
@@ -316,19 +315,6 @@ def _prepare_dataloader(
     return rebuilt
 
 
-class _Skipped:
-    """An iterable that drops its first batches by consuming them; ``len`` is the full epoch's."""
-
-    def __init__(self, data: Iterable[Any], skip: int) -> None:
-        self.data, self.skip = data, skip
-
-    def __iter__(self) -> Iterator[Any]:
-        return itertools.islice(iter(self.data), self.skip, None)
-
-    def __len__(self) -> int:
-        return len(self.data)  # type: ignore[arg-type]
-
-
 def prepare_loader(
     data: Iterable[Any],
     *,
@@ -412,7 +398,7 @@ def prepare_loader(
         "re-reading",
         stacklevel=user_stacklevel(),
     )
-    return _Skipped(data, skip_batches)
+    return SkipFirst(data, skip_batches)
 
 
 def loader_length(data: Iterable[Any]) -> int | None:
