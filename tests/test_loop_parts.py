@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -223,3 +225,34 @@ def test_reducer_refuses_what_is_not_a_policy() -> None:
         loop.checkpoint_reducer("last")  # type: ignore[arg-type]
     assert len(loop.checkpoint_reducer(default=True).policies) == 1
     assert isinstance(Delete("x.ckpt"), Delete)
+
+
+def test_run_files_refuses_bad_arguments(tmp_path: Path) -> None:
+    """RunFiles names the argument that is wrong and what it takes."""
+    logger = ft.loggers.CSVLogger(str(tmp_path), version=0)
+    with pytest.raises(TypeError, match="RunFiles: logger must be an ftrain logger"):
+        loop.RunFiles(object(), ft.checkpoint.last())
+    with pytest.raises(TypeError, match=r"RunFiles: policy must be an ftrain\.checkpoint policy"):
+        loop.RunFiles(logger, "last")
+    with pytest.raises(TypeError, match=r"RunFiles: interval must be a loop\.val_interval"):
+        loop.RunFiles(logger, ft.checkpoint.last(), interval=0.5)  # type: ignore[arg-type]
+
+
+def test_run_files_resumes_what_it_wrote(tmp_path: Path) -> None:
+    """A state written at fit_end comes back through resume; rows of its step are carried."""
+    net = torch.nn.Linear(2, 1)
+    state = ft.TrainState.create(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    files = loop.RunFiles(ft.loggers.CSVLogger(str(tmp_path), version=0), ft.checkpoint.last())
+    assert files.resume(state) is state  # nothing written yet
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    files.log({"loss": 0.5}, 2)
+    [path] = files.checkpoint("fit_end", state.replace(step=2, epoch=1))
+    files.close()
+    with torch.no_grad():
+        net.weight.zero_()
+    again = loop.RunFiles(ft.loggers.CSVLogger(str(tmp_path), version=0), ft.checkpoint.last())
+    resumed = again.resume(state)
+    assert resumed.step == 2 and torch.equal(resumed.model.weight, torch.full((1, 2), 3.0))
+    assert again.rows == [({"loss": 0.5}, 2)]
+    assert Path(path).name == "last.ckpt"

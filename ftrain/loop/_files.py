@@ -35,6 +35,11 @@ class RunFiles:
             ``save_on_train_epoch_end=None`` resolves against it, as in ``fit``.
         folder: where the checkpoints go (default: ``checkpoints`` in the logger's folder).
 
+    Raises:
+        TypeError: ``logger`` is not a logger, ``policy`` not a checkpoint policy, or
+            ``interval`` not a ``ValInterval``.
+        ValueError: no ``folder`` and a logger without a folder of its own.
+
     Example:
         >>> import tempfile, torch, ftrain as ft
         >>> net = torch.nn.Linear(2, 1)
@@ -55,9 +60,31 @@ class RunFiles:
         interval: ValInterval | None = None,
         folder: str | os.PathLike[str] | None = None,
     ) -> None:
+        missing = [
+            m for m in ("log_metrics", "resume", "flush", "finalize") if not hasattr(logger, m)
+        ]
+        if missing:
+            raise TypeError(
+                f"RunFiles: logger must be an ftrain logger (log_metrics, resume, flush, "
+                f"finalize), got {type(logger).__name__} without {', '.join(missing)}"
+            )
+        if interval is not None and not isinstance(interval, ValInterval):
+            raise TypeError(
+                f"RunFiles: interval must be a loop.val_interval(...), got {type(interval).__name__}"
+            )
+        if folder is None and getattr(logger, "log_dir", None) is None:
+            raise ValueError(
+                f"RunFiles: {type(logger).__name__} has no log_dir; pass folder= for the checkpoints"
+            )
         self.logger = logger
         at_epoch_end = True if interval is None else interval.at_epoch_end
-        self.reducer = checkpoint_reducer(policy).resolve(at_epoch_end)
+        try:
+            self.reducer = checkpoint_reducer(policy).resolve(at_epoch_end)
+        except TypeError:
+            raise TypeError(
+                "RunFiles: policy must be an ftrain.checkpoint policy (e.g. "
+                f"ft.checkpoint.top_k(2, 'val_loss') | ft.checkpoint.last()), got {policy!r}"
+            ) from None
         if folder is None:
             folder = _fs.join(os.fspath(logger.log_dir), "checkpoints")
         self.folder = os.fspath(folder)
