@@ -38,7 +38,7 @@ class CheckpointWriter:
         # Writes, links and deletes, in order; in a background thread unless
         # async_checkpointing=False (the step then waits for the files).
         self.files = AsyncWriter(background=background)
-        self.states: list[Any] = reducer.init()
+        self.states = reducer.init()
         self.dirs: list[str] = []
         self.last_saved: str | None = None
         self.resumed_from: str | None = None  # a path the user named is never deleted
@@ -50,11 +50,25 @@ class CheckpointWriter:
     def enabled(self) -> bool:
         return bool(self.reducer.policies)
 
+    @property
+    def states(self) -> list[Any]:
+        """The policies' states (set them whole; ``report`` updates them in place)."""
+        return self._states
+
+    @states.setter
+    def states(self, states: list[Any]) -> None:
+        self._states = states
+        self._note_states()
+
+    def _note_states(self) -> None:
+        # may_act is a pure function of the states: asked once per change, not per step.
+        self._step_may_act = self.reducer.may_act(self._states, "train_step")
+
     def may_act_after_step(self) -> bool:
         """Whether an optimizer step's event could give an action (step or time triggers,
         a save put off); raises a failed background write's error (the next step's)."""
         self.files.check()
-        return self.reducer.may_act(self.states, "train_step")
+        return self._step_may_act
 
     def report(
         self,
@@ -68,7 +82,7 @@ class CheckpointWriter:
     ) -> None:
         """Fold one event through the reducer and carry out its actions."""
         self.files.check()  # a failed background write surfaces at the next step
-        if stage == "train_step" and not self.reducer.may_act(self.states, stage):
+        if stage == "train_step" and not self._step_may_act:
             return  # the per-step fast path: no event, no metric mapping built
         event = checkpoint_event(
             stage,
@@ -78,15 +92,18 @@ class CheckpointWriter:
             elapsed=elapsed,
             metrics=metrics(),
         )
-        for i, policy in enumerate(self.reducer.policies):
-            while True:
-                before = self.states[i]
-                self.states[i], actions = policy.update(before, event)
-                try:
-                    self._apply(i, actions, state, extra, loggers, bar, owned_names(before))
-                    break
-                except NameTaken as taken:  # another run wrote that name meanwhile
-                    self.states[i] = with_foreign(before, [taken.name])
+        try:
+            for i, policy in enumerate(self.reducer.policies):
+                while True:
+                    before = self._states[i]
+                    self._states[i], actions = policy.update(before, event)
+                    try:
+                        self._apply(i, actions, state, extra, loggers, bar, owned_names(before))
+                        break
+                    except NameTaken as taken:  # another run wrote that name meanwhile
+                        self._states[i] = with_foreign(before, [taken.name])
+        finally:
+            self._note_states()
 
     def _apply(
         self,
