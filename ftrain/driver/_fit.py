@@ -214,7 +214,7 @@ def _fit(
     )
     sanity = config.num_sanity_val_steps
     if validating and sanity != 0 and resumed is None and not config.fast_dev_batches:
-        loop.sanity_check(state, sanity)
+        loop.validation.sanity_check(state, sanity)
     # max_time counts from here, as Lightning's Timer: setup and the sanity check are free.
     run.started = clock()
     run.call("on_train_start", state=state)

@@ -60,7 +60,7 @@ class Run:
         self.config, self.dist, self.device, self.clock = config, dist, device, clock
         self.root = root
         # Read once: step_log_due and checkpoints_on are asked after every batch.
-        self._log_every = config.log_every_n_steps or 0
+        self.log_every = config.log_every_n_steps or 0
         self._fast = config.fast_dev_batches
         self.checkpoints_on = writer.enabled  # the policies are fixed for the run
         self.loggers = loggers
@@ -210,7 +210,7 @@ class Run:
 
     def step_log_due(self, step: int, stopping: bool) -> bool:
         """Whether the step values are logged after optimizer step ``step``."""
-        every = self._log_every
+        every = self.log_every
         return bool((every and step % every == 0) or self._fast or stopping)
 
     def step_learning_rates(self, state: TrainState, step: int) -> dict[str, float] | None:

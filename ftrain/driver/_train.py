@@ -8,27 +8,27 @@ itself plus integer bookkeeping.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from .._batch import move_to_device
-from .._callbacks._hooks import batch_start, eval_batch_hooks
+from .._callbacks._hooks import batch_start
+from .._custom import CustomStep
 from .._data._loader import TensorLoader, loader_length
 from .._data._prefetch import Prefetcher
 from .._data._sources import ValidationData
 from .._data._stateful import LoaderPosition
 from .._errors import note_position
 from .._schedulers import step_epoch_schedulers
-from .._schedules import limit_batches
-from .._seed import ambient_epoch, rng_states, set_rng_states
+from .._seed import STEP_HOLD, ambient_epoch
 from .._state import TrainState
-from .._warn import user_stacklevel
+from .._step import TrainStep
 from ..loop import Position, StopConditions, ValInterval, batches, epoch_batches
-from ._evaluate import eval_sources, floats, restore_modes, run_eval
+from ._evaluate import restore_modes
 from ._run import LazyFloats, Run
 from ._signals import StopSignals
 from ._slurm import requeue_signals
+from ._validation import ValidationPass, warn_few_batches, warn_no_batches
 from ._wiring import BatchSize, DataSource
 
 __all__ = ["TrainLoop"]
@@ -52,6 +52,7 @@ class TrainLoop:
         self.run, self.config, self.dist = run, run.config, run.dist
         self.step, self.val_step, self.train, self.val = step, val_step, train, val
         self.stop, self.interval, self.train_modes = stop, interval, train_modes
+        self.validation = ValidationPass(run, val_step, val)
         self.fast = self.config.fast_dev_batches
         self.total_batch_idx = int(resumed_loop.get("total_batch_idx", 0))
         run.val_log_step = int(resumed_loop.get("val_log_step", 0))
@@ -72,6 +73,8 @@ class TrainLoop:
         # (epoch, batch index, global step) of the batch in hand, for error notes
         self.at = (0, 0, 0)
         self.max_steps = stop.max_steps  # -1: none (stop.steps_reached, inlined per batch)
+        # A built step seeds all it runs: StepHold may keep the generators' states.
+        self.holds = type(step) in (TrainStep, CustomStep) and step.randomness == "step"
         # One process and no clock-based decision (max_time, a time val_check_interval):
         # after a batch, only a signal or a stop request can end the run.
         self.solo_untimed = (
@@ -160,112 +163,181 @@ class TrainLoop:
         n = epoch_batches(loader_length(loader), self.config.limit_train_batches, self.fast)
         if n and self.interval is not None:
             self.interval.check_batch(n)  # a bad interval fails before the first batch
-        self._warn_few_batches(n)
+        if not self.warned_few_batches and self.run.loggers and self.dist.is_main:
+            self.warned_few_batches = warn_few_batches(n, self.config.log_every_n_steps, self.stop)
         return loader, n
 
-    def _warn_few_batches(self, n: int | None) -> None:
-        log_every = self.config.log_every_n_steps
-        if (
-            self.warned_few_batches
-            or n is None
-            or not self.run.loggers
-            or not self.dist.is_main
-            or not 0 < n < log_every
-            or self.stop.max_steps != -1
-        ):
-            return
-        self.warned_few_batches = True
-        warnings.warn(
-            f"log_every_n_steps={log_every} is more than the {n} training batches of an "
-            "epoch: step metrics are logged rarely; set a lower value",
-            RuntimeWarning,
-            stacklevel=user_stacklevel(),
-        )
-
-    def _epoch(
-        self, state: TrainState, epoch: int, start: int, signals: StopSignals
-    ) -> tuple[TrainState, bool | None]:
-        """One epoch; (state, stop after it), or None for "stop now, without its end"."""
-        run, profiler = self.run, self.run.profiler
+    def _open_epoch(
+        self, state: TrainState, epoch: int, start: int
+    ) -> tuple[TrainState, int | None, bool, bool] | None:
+        """Start an epoch: (state, its batches, batches on the device, from a
+        TensorLoader's own iterator), or None when it has no batches."""
+        run = self.run
         self.at = (epoch, start, state.step)
         loader, n = self._loader(state, epoch, start)
         if n == 0:
             run.end_reason = "no_data"
-            return state, None
+            return None
         state = state.replace(epoch=epoch, batch_idx=start, epoch_length=n)
         restore_modes(self.train_modes)
         if run.call("on_train_epoch_start", state=state):
             run.stop_requested = True
         run.bar.train_epoch_start(epoch, n)
         prefetch = self.config.prefetch
+        tensors = isinstance(loader, TensorLoader)
         # A TensorLoader's batches are slices of its tensors: already on the device.
         on_device = (prefetch and run.device.type == "cuda") or (
-            isinstance(loader, TensorLoader) and all(t.device == run.device for t in loader.tensors)
+            tensors and all(t.device == run.device for t in loader.tensors)
         )
         self.iterator = Prefetcher(loader, run.device, prefetch) if prefetch else iter(loader)
+        return state, n, on_device, tensors and not prefetch
+
+    def _epoch(
+        self, state: TrainState, epoch: int, start: int, signals: StopSignals
+    ) -> tuple[TrainState, bool | None]:
+        """One epoch; (state, stop after it), or None for "stop now, without its end"."""
+        run, profiler = self.run, self.run.profiler
+        opened = self._open_epoch(state, epoch, start)
+        if opened is None:
+            return state, None
+        state, n, on_device, tensors = opened
         batch_idx, is_last, stopped, skipped = start, False, False, False
         source = batches(self.iterator, n, start)
         profiling = profiler.enabled
-        while n is None or batch_idx < n:
-            self.at = (epoch, batch_idx, state.step)  # also while the batch is fetched
-            if profiling:
-                profiler.start("data")
-            item = next(source, None)
-            if item is None:
-                profiler.stop("data")
-                break
-            _, batch, is_last = item
-            if is_last and n is None:
-                state = state.replace(epoch_length=batch_idx + 1)
-            if not on_device:
-                batch = move_to_device(batch, run.device)
-            if profiling:
-                profiler.stop("data")
-            if run.callbacks:
-                stop, skipped = batch_start(
-                    run.callbacks, state=state, batch=batch, batch_idx=batch_idx
-                )
-                run.stop_requested = run.stop_requested or stop
-                if skipped:  # -1: the rest of this epoch is skipped, as Lightning
+        quiet = self._quiet(profiling)
+        # Quiet batches of a TensorLoader run nothing between steps that draws random
+        # numbers: the generators' states are saved once for them, not once per step.
+        hold = STEP_HOLD if quiet and tensors and self.holds else None
+        step, bar_end, bar_values = self.step, run.bar.train_batch_end, run.train_bar_values
+        try:
+            while n is None or batch_idx < n:
+                if profiling:
+                    profiler.start("data")
+                item = next(source, None)
+                if item is None:
+                    profiler.stop("data")
                     break
-            pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
-            state, stopped = self._batch(state, batch, pos, signals)
-            batch_idx += 1
-            if stopped:
-                break
+                _, batch, is_last = item
+                if is_last and n is None:
+                    state = state.replace(epoch_length=batch_idx + 1)
+                if not on_device:
+                    batch = move_to_device(batch, run.device)
+                if profiling:
+                    profiler.stop("data")
+                if run.callbacks:
+                    stop, skipped = batch_start(
+                        run.callbacks, state=state, batch=batch, batch_idx=batch_idx
+                    )
+                    run.stop_requested = run.stop_requested or stop
+                    if skipped:  # -1: the rest of this epoch is skipped, as Lightning
+                        break
+                if quiet and not is_last:
+                    if hold is not None:
+                        hold.on = True
+                    new, metrics = step(state, batch)
+                    if self._nothing_due(new, state.step, (epoch, batch_idx, n), signals):
+                        # The after-batch work of a batch where nothing is due.
+                        self.batch_size.batch = batch
+                        run.train.update(metrics, self.batch_size)
+                        run.epoch_fresh = False
+                        bar_end(batch_idx, bar_values)
+                        self.total_batch_idx += 1
+                        state = new
+                        batch_idx += 1
+                        continue
+                    if hold is not None:
+                        hold.release()
+                    pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
+                    state, stopped = self._after_batch(state, new, metrics, batch, pos, signals)
+                else:
+                    if hold is not None:
+                        hold.release()
+                    pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
+                    state, stopped = self._batch(state, batch, pos, signals)
+                batch_idx += 1
+                if stopped:
+                    break
+        except BaseException:
+            self.at = (epoch, batch_idx, state.step)  # the batch in hand, for error notes
+            raise
+        finally:
+            if hold is not None:
+                hold.release()
+        self.at = (epoch, max(batch_idx - 1, start), state.step)
         self._close_iterator()
         if self.interrupted and not is_last:
             return state, None
         if batch_idx == start == 0 and not skipped:
-            # Without this, an exhausted one-shot iterator would spin through empty
-            # epochs until max_epochs (forever with max_steps alone).
-            warnings.warn(
-                f"fit: the training data yielded no batches in epoch {epoch}; stopping. "
-                "A one-shot iterator (e.g. a generator) is exhausted after one pass: "
-                "pass a re-iterable object, or a factory epoch -> iterable",
-                RuntimeWarning,
-                stacklevel=user_stacklevel(),
-            )
+            warn_no_batches(epoch)
             run.end_reason = "no_data"
             return state, None
         # End of the epoch, also when a limit stopped it mid-way (as Lightning): the
         # epoch counts as done and a resume starts the next one.
         return self._end_epoch(state, epoch, batch_idx, whole=not stopped or is_last), stopped
 
+    def _quiet(self, profiling: bool) -> bool:
+        """Whether this epoch's batches may take the short path when nothing is due after
+        them: one process without clock-based decisions, no callbacks, LR monitor,
+        profiler or fast_dev_run, and validation (if any) counted in batches."""
+        run = self.run
+        return (
+            self.solo_untimed
+            and not (profiling or run.callbacks or run.lr_monitors or self.fast)
+            and not self.interrupted
+        )
+
+    def _nothing_due(
+        self, new: TrainState, before: int, pos: tuple[int, int, int | None], signals: StopSignals
+    ) -> bool:
+        """After a batch that is not its epoch's last, in a quiet epoch: whether nothing
+        happens but its bookkeeping (no stop, log point, validation or checkpoint), and
+        the step advanced the counters as it must."""
+        epoch, batch_idx, n = pos
+        if new.batch_idx != batch_idx + 1 or not new.micro_step:
+            return False  # _batch_done raises
+        if signals.requested is not None or self.run.stop_requested:
+            return False
+        step = new.step
+        if step != before:
+            run = self.run
+            every = run.log_every
+            if (every and step % every == 0) or (self.max_steps != -1 and step >= self.max_steps):
+                return False
+            if run.checkpoints_on and run.writer.may_act_after_step():
+                return False
+        if self.interval is None:
+            return True
+        at = Position(epoch, batch_idx, self.total_batch_idx, n, False)
+        return not self._validation_due(at, False, False)
+
     def _batch(
         self, state: TrainState, batch: Any, pos: Position, signals: StopSignals
     ) -> tuple[TrainState, bool]:
         """Train on one batch and act on what is due after it; (state, stop the epoch)."""
         run, profiler = self.run, self.run.profiler
-        before = state.step
-        lrs_used = run.step_learning_rates(state, before + 1) if run.lr_monitors else None
+        lrs_used = run.step_learning_rates(state, state.step + 1) if run.lr_monitors else None
         if profiler.enabled:
             profiler.start("step")
-            state, metrics = self.step(state, batch)
+            new, metrics = self.step(state, batch)
             profiler.stop("step")
             profiler.step()
         else:
-            state, metrics = self.step(state, batch)
+            new, metrics = self.step(state, batch)
+        return self._after_batch(state, new, metrics, batch, pos, signals, lrs_used)
+
+    def _after_batch(
+        self,
+        old: TrainState,
+        state: TrainState,
+        metrics: Any,
+        batch: Any,
+        pos: Position,
+        signals: StopSignals,
+        lrs_used: dict[str, float] | None = None,
+    ) -> tuple[TrainState, bool]:
+        """Act on what is due after the batch at ``pos`` took ``old`` to ``state``."""
+        run = self.run
+        before = old.step
         if state.micro_step == 0 or state.batch_idx != pos.batch_idx + 1:
             raise TypeError(
                 "fit: the train step did not advance state.micro_step/batch_idx; wrap a "
@@ -383,50 +455,9 @@ class TrainLoop:
 
     # validation --------------------------------------------------------------------
 
-    def _eval_total(self, data: Any) -> int | None:
-        total = (
-            None
-            if eval_sources(data) is not None
-            else limit_batches(
-                loader_length(data), self.config.limit_val_batches, "limit_val_batches"
-            )
-        )
-        if self.fast:
-            total = self.fast if total is None else min(total, self.fast)
-        return total
-
     def _validate(self, state: TrainState, log_step: int, epoch: int, defer: bool) -> None:
         run = self.run
-        run.call("on_validation_start", state=state)
-        run.profiler.start("validation")
-        data = self.val.get(epoch)
-        run.bar.eval_start("Validation", self._eval_total(data))
-        run.call("on_validation_epoch_start", state=state)
-        values, _, _ = run_eval(
-            state,
-            self.val_step,
-            data,
-            stage="validate",
-            limit=self.config.limit_val_batches,
-            device=run.device,
-            seed=state.seed,
-            epoch=epoch,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            max_batches=self.fast or None,
-            on_batch=run.eval_batch_done,
-            reduce=self.dist.reduce_epoch_values,
-            use_sampler=self.config.use_distributed_sampler,
-            on_step_values=run.log_eval_step if run.loggers else None,
-            hooks=eval_batch_hooks(run.callbacks, "validation"),
-        )
-        run.profiler.stop("validation")
-        numbers = floats(values) if values else {}
-        run.call("on_validation_epoch_end", state=state, metrics=dict(numbers))
-        run.end_validation(values, numbers, epoch, log_step)
-        if run.call("on_validation_end", state=state, metrics=LazyFloats(run.callback_metrics())):
-            run.stop_requested = True
-        run.log_callback_values(epoch, log_step)
+        self.validation(state, log_step, epoch)
         if defer:
             if run.checkpoints_on:
                 self.deferred.append(("validation_end", run.callback_metrics()))
@@ -434,32 +465,6 @@ class TrainLoop:
         run.profiler.start("checkpoint")
         run.checkpoint("validation_end", state, self.payload(state, False))
         run.profiler.stop("checkpoint")
-
-    def sanity_check(self, state: TrainState, steps: int) -> None:
-        """Lightning's sanity validation: ``steps`` batches (-1: all), results dropped."""
-        run = self.run
-        # A pass a hand loop does not have takes nothing from the user's random streams.
-        ambient = rng_states()
-        data = self.val.get(state.epoch, sanity=True)
-        run.call("on_sanity_check_start", state=state)
-        run.bar.eval_start("Sanity check", None if steps < 0 else steps)
-        run_eval(
-            state,
-            self.val_step,
-            data,
-            stage="validate",
-            limit=self.config.limit_val_batches,
-            device=run.device,
-            seed=state.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            max_batches=None if steps < 0 else steps,
-            on_batch=run.eval_batch_done,
-            use_sampler=self.config.use_distributed_sampler,
-        )
-        set_rng_states(ambient)
-        run.bar.eval_end(None)
-        run.call("on_sanity_check_end", state=state)
 
     # checkpoint payload ---------------------------------------------------------------
 
