@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also fit's own cost per batch around a no-op step, and the step's bookkeeping",
     )
     p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also fit's overhead per step in CPU instructions (valgrind; ~15 min)",
+    )
+    p.add_argument(
         "--gpu-check",
         action="store_true",
         help="the GPU check only (implied by --device cuda); with --device cpu, a dry run",
@@ -147,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print("[bench] fit's loop around a no-op step", file=sys.stderr, flush=True)
         results["loop_cost"] = loop_cost(max(repeats, 3), quick)
+    if args.instructions and device.type == "cpu":
+        from ._instructions import INSTRUCTION_VARIANTS, instruction_benchmark
+
+        print("[bench] instructions per step (callgrind)", file=sys.stderr, flush=True)
+        results["instructions"] = instruction_benchmark(INSTRUCTION_VARIANTS)
     if args.saves:
         from ._saves import save_benchmark
 

@@ -165,6 +165,10 @@ def markdown(results: dict[str, Any]) -> str:
         from ._loopcost import loop_cost_lines
 
         lines += loop_cost_lines(results["loop_cost"])
+    if results.get("instructions"):
+        from ._instructions import instruction_lines
+
+        lines += instruction_lines(results["instructions"])
     lines += save_lines(results.get("saves"))
     if results.get("lightning") is None:
         lines += ["", "Lightning: not installed, skipped."]
@@ -325,6 +329,7 @@ python -m benchmarks --quick --workloads tiny   # a smoke run (seconds)
 python -m benchmarks --compile            # also ft.compile vs eager
 python -m benchmarks --steady --saves     # also steady-state overhead and save cost
 python -m benchmarks --loop-cost          # also fit's own cost per batch (no-op step)
+python -m benchmarks --instructions       # also the overhead in CPU instructions (valgrind)
 python -m benchmarks --device cuda        # the GPU check (below)
 python -m benchmarks --docs docs/performance.md   # rewrite this page
 nox -s bench                              # the same through nox
@@ -333,7 +338,7 @@ nox -s bench                              # the same through nox
 Options: `--workloads tiny,mid,cnn`, `--configs plain,acc_clip_log`,
 `--variants raw,ftrain,ftrain_bar,lightning`, `--repeats N`, `--out DIR`, `--threads N`,
 `--clock wall|cpu`, `--no-rss`, `--no-import`, `--no-loader`, `--steady`, `--saves`,
-`--loop-cost`, `--gpu-check`. Lightning runs when it is importable (for the figures below it was
+`--loop-cost`, `--instructions`, `--gpu-check`. Lightning runs when it is importable (for the figures below it was
 installed beside the project, never as a dependency), in the loop tables and in the
 save table (`ModelCheckpoint`, and with `AsyncCheckpointIO`).
 
@@ -348,6 +353,14 @@ batches of a `TensorLoader`, CPU time), with and without the default checkpoint
 policy: the loop's own cost per batch, free of a model's time and noise; and the
 step's bookkeeping (the per-step seed, the new state) and a `TensorLoader` batch
 against a pre-sliced list, timed on their own.
+
+`--instructions`: the `--steady` variants counted in CPU instructions instead of
+timed, each run (400 and 100 steps) in its own process under valgrind's callgrind:
+load on the machine changes neither count, so the per-step overhead over the hand
+loop is read to within a few hundred instructions. It is also given in µs at the
+hand loop's own time per instruction (timed in the same run), an estimate: the
+overhead's instructions are Python's, which run at about the same rate here.
+Needs `valgrind`; about 15 minutes (torch's import runs ~2 min under callgrind).
 
 `--saves`: a 25M-parameter MLP (100 MB of weights, about 290 MB per checkpoint with
 AdamW's moments) saving every 20 steps, with no saves, synchronous saves

@@ -115,3 +115,46 @@ def test_prefetch_benchmark_runs_and_keeps_the_weights(monkeypatch: pytest.Monke
     assert row["equal_weights"] is True
     assert row["delay_s"] == pytest.approx(0.008) and row["on_s"] > 0 and row["off_s"] > 0
     assert "| tiny | 4 |" in prefetch.markdown([row], 2, "cpu")
+
+
+def test_instruction_counts_are_read_per_step_and_against_the_hand_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--instructions: a stand-in valgrind reports 10**6 + steps × (1,000 hand, 1,250 fit)
+    instructions; the per-step counts and the overhead come out of the difference of
+    the long and short runs, fixed costs cancelled."""
+    fake = tmp_path / "valgrind"
+    fake.write_text(
+        "#!" + sys.executable + "\n"
+        "import sys\n"
+        "kind, steps = sys.argv[-2], int(sys.argv[-1])\n"
+        "per = 1000 if kind.startswith('hand') else 1250\n"
+        "print(f'==1== Collected : {10**6 + steps * per}', file=sys.stderr)\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import _instructions, _steady
+
+    # The hand loop's time per step (timed for real by the benchmark).
+    monkeypatch.setattr(
+        _steady, "steady_benchmark", lambda *a: {"variants": {"hand": {"step_us": 500.0}}}
+    )
+    result = _instructions.instruction_benchmark(("hand", "fit"))
+    assert result is not None
+    assert result["variants"]["hand"]["per_step"] == 1000
+    assert result["variants"]["fit"]["overhead"] == 250
+    assert result["variants"]["fit"]["overhead_us"] == pytest.approx(125.0)
+    lines = "\n".join(_instructions.instruction_lines(result))
+    assert "| fit + TensorLoader, no logger | 1,250 | +250 |" in lines
+    # Without valgrind there is no count, and no error.
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert _instructions.instruction_benchmark(("hand", "fit")) is None
+
+
+def test_the_instruction_counting_child_runs_each_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import _instructions
+
+    for kind in _instructions.INSTRUCTION_VARIANTS:
+        _instructions._child(kind, 50)
