@@ -181,10 +181,13 @@ def enter_step(seed: int, micro_step: int, rank: int, cuda: bool) -> Any:
             hold.release()
         if hold.saved is None:
             hold.saved, hold.cuda = _generator_states(cuda), cuda
+        saved: Any = _HELD
+    else:
+        saved = _generator_states(cuda)
+    if cuda or not 0 <= micro_step < 1 << 62:
         seed_step(seed, micro_step, rank, cuda)
-        return _HELD
-    saved = _generator_states(cuda)
-    seed_step(seed, micro_step, rank, cuda)
+    else:  # seed_step's CPU path, inlined: it runs every step
+        _CPU.manual_seed(_seed_block(seed, rank, micro_step // _BLOCK)[micro_step % _BLOCK])
     return saved
 
 
