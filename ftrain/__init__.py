@@ -18,6 +18,8 @@ from ._combinators import skip_nonfinite as skip_nonfinite
 from ._custom import CustomStep as CustomStep
 from ._custom import accumulation_boundary as accumulation_boundary
 from ._custom import custom_step as custom_step
+from ._eval_step import EvalStep as EvalStep
+from ._eval_step import eval_step as eval_step
 from ._precision import PRECISIONS as PRECISIONS
 from ._precision import Precision as Precision
 from ._precision import parse_precision as parse_precision
@@ -25,11 +27,9 @@ from ._schedulers import SchedulerConfig as SchedulerConfig
 from ._seed import mix_seed as mix_seed
 from ._seed import seed_everything as seed_everything
 from ._state import TrainState as TrainState
-from ._step import EvalStep as EvalStep
 from ._step import Metrics as Metrics
 from ._step import Step as Step
 from ._step import TrainStep as TrainStep
-from ._step import eval_step as eval_step
 from ._step import train_step as train_step
 from ._transforms import GradientTransform as GradientTransform
 from ._transforms import after_update as after_update

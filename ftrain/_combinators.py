@@ -18,8 +18,9 @@ from typing import Any
 import attrs
 
 from ._custom import CustomStep
+from ._eval_step import EvalStep
 from ._precision import Precision, parse_precision
-from ._step import EvalStep, TrainStep, _check_accumulate
+from ._step import TrainStep, _check_accumulate
 from ._transforms import clip_grad_norm as clip_grad_norm
 from ._transforms import clip_grad_value as clip_grad_value
 from ._transforms import skip_nonfinite as skip_nonfinite

@@ -38,7 +38,7 @@ from ._transforms import clip_grad_value as _clip_grad_value
 from ._transforms import skip_nonfinite as _skip_nonfinite
 from ._update import step_schedulers, update_phase
 
-__all__ = ["EvalStep", "Metrics", "Step", "TrainStep", "accumulate_at", "eval_step", "train_step"]
+__all__ = ["Metrics", "Step", "TrainStep", "accumulate_at", "train_step"]
 
 Metrics = dict[str, Any]
 Step = Callable[[TrainState, Any], tuple[TrainState, Metrics]]
@@ -154,7 +154,7 @@ _UNSET = object()
 class _Cache:
     """Derived, rebuildable values (never run state): the optimizers' parameters."""
 
-    __slots__ = ("device_type", "groups", "named", "optimizer", "optimizers", "sharded")
+    __slots__ = ("device_type", "groups", "named", "optimizer", "optimizers", "plain", "sharded")
 
     def __init__(self) -> None:
         # A sentinel, not None: a state without optimizer must reach _setup's check.
@@ -165,6 +165,7 @@ class _Cache:
         self.device_type = "cpu"
         # FSDP2 models (one, or those of a mapping): gradient sync is switched per batch.
         self.sharded: list[Any] = []
+        self.plain = False  # the step's settings let it take TrainStep._plain
 
     def stale(self, state: TrainState) -> bool:
         """Another optimizer, or param groups added since (``add_param_group`` when unfreezing)."""
@@ -256,12 +257,46 @@ class TrainStep:
         if cache.stale(state):
             self._setup(state)
         if self.randomness == "ambient":
+            if cache.plain and state.scaler is None:
+                return self._plain(state, batch, cache)
             return self._run(state, batch, cache)
         saved = enter_step(state.seed, state.micro_step, state.rank, cache.device_type == "cuda")
         try:
+            if cache.plain and state.scaler is None:
+                return self._plain(state, batch, cache)
             return self._run(state, batch, cache)
         finally:
             leave_step(saved)
+
+    def _plain(self, state: TrainState, batch: Any, cache: _Cache) -> tuple[TrainState, Metrics]:
+        """``_run`` for a step without accumulation, gradient transforms, precision
+        settings or scaler (every batch ends a window): the same effects, fewer checks."""
+        loss_fn = self._compiled if self._compiled is not None else self.loss_fn
+        out = loss_fn(state.model, batch)
+        metrics: Metrics
+        if type(out) is torch.Tensor:
+            loss, metrics = out, {}
+        else:
+            loss, metrics = _split_output(out)
+            if metrics:
+                _detach_metrics(metrics)
+        if loss.ndim != 0:
+            _backward(loss, 1, None)  # raises: not a scalar
+        loss.backward()
+        name = self.loss_name
+        if name is not None and name not in metrics:
+            metrics[name] = loss.detach()
+        optimizers = cache.optimizers
+        for opt in optimizers:
+            opt.step()
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if state.scheduler is not None:
+            step_schedulers(state, state.batch_idx + 1)
+        new = advance(
+            state, state.step + 1, state.micro_step + 1, state.batch_idx + 1, None, state.extras
+        )
+        return new, metrics
 
     def _run(self, state: TrainState, batch: Any, cache: _Cache) -> tuple[TrainState, Metrics]:
         model = state.model
@@ -286,8 +321,12 @@ class TrainStep:
                 sharded.set_requires_gradient_sync(boundary)
         if not no_sync and precision.autocast_dtype is None:
             # The common case needs no context manager: enter none (they cost per step).
-            loss, metrics = _split_output(loss_fn(model, batch))
-            _backward(loss, n, scaler)
+            out = loss_fn(model, batch)
+            loss, metrics = (out, {}) if type(out) is torch.Tensor else _split_output(out)
+            if n == 1 and scaler is None and loss.ndim == 0:
+                loss.backward()  # _backward's common case
+            else:
+                _backward(loss, n, scaler)
         else:
             with model.no_sync() if no_sync else contextlib.nullcontext():
                 with precision.autocast(cache.device_type):
@@ -313,7 +352,8 @@ class TrainStep:
         extras = update_phase(
             state, self.transforms, cache.named, cache.optimizers, scaler, metrics
         )
-        step_schedulers(state, batch_idx + 1)
+        if state.scheduler is not None:
+            step_schedulers(state, batch_idx + 1)
         new = advance(state, state.step + 1, state.micro_step + 1, batch_idx + 1, scaler, extras)
         return new, metrics
 
@@ -323,6 +363,14 @@ class TrainStep:
                 "train_step: the state has no optimizer (TrainState.create(..., optimizer))"
             )
         self._cache.refresh(state)
+        precision = self.precision
+        self._cache.plain = (
+            self.accumulate in (None, 1)
+            and not self.transforms
+            and not precision.scaled
+            and precision.param_dtype is None
+            and precision.autocast_dtype is None
+        )
         if self.precision.param_dtype is not None:
             _cast_model(state.model, self.precision.param_dtype)
 
@@ -412,81 +460,3 @@ def train_step(
         loss_name=loss_name,
         randomness=randomness,
     )
-
-
-@attrs.frozen(slots=True, repr=False)
-class EvalStep:
-    """An evaluation step: ``fn(model, batch) -> {name: value}`` without gradients.
-
-    Called as ``state, metrics = step(state, batch)``; the state is returned
-    unchanged. The model is put in eval mode for the call and its mode restored
-    (the loop switches modes once per evaluation run instead).
-    """
-
-    fn: Callable[..., Any]
-    precision: Precision = attrs.field(factory=lambda: parse_precision("32-true"))
-    inference: bool = False
-
-    def with_(self, **changes: Any) -> EvalStep:
-        """A copy with some settings changed."""
-        return attrs.evolve(self, **changes)
-
-    def __repr__(self) -> str:
-        name = getattr(self.fn, "__name__", repr(self.fn))
-        extra = f", precision={self.precision.name!r}" if self.precision.name != "32-true" else ""
-        return f"eval_step({name}{extra})"
-
-    def __call__(self, state: TrainState, batch: Any) -> tuple[TrainState, Metrics]:
-        models = state.models
-        was_training = [m.training for m in models]
-        if any(was_training):
-            for m in models:
-                m.eval()
-        try:
-            return state, self.run(state, batch)
-        finally:
-            if any(was_training):
-                for m, mode in zip(models, was_training, strict=True):
-                    m.train(mode)
-
-    def run(self, state: TrainState, batch: Any) -> Metrics:
-        """The metrics of one batch, leaving module modes alone."""
-        precision = self.precision
-        if precision.param_dtype is not None:
-            _cast_model(state.model, precision.param_dtype)
-            batch = cast_floats(batch, precision.param_dtype)
-        grad_mode = torch.inference_mode() if self.inference else torch.no_grad()
-        with grad_mode, precision.autocast(_device_type(state.model)):
-            out = self.fn(state.model, batch)
-        if isinstance(out, torch.Tensor):
-            return {"loss": out}
-        if not isinstance(out, Mapping):
-            raise TypeError(
-                "eval_step: fn must return a {name: value} mapping or a tensor, "
-                f"got {type(out).__name__}"
-            )
-        return dict(out)
-
-
-def eval_step(fn: Callable[..., Any], *, precision: str | int = "32-true") -> EvalStep:
-    """Build an evaluation step from ``fn(model, batch) -> {name: value}``.
-
-    Args:
-        fn: computes the metrics of one batch; a bare tensor is named ``"loss"``.
-        precision: autocast / dtype as for training.
-
-    Returns:
-        An ``EvalStep``.
-
-    Example:
-        >>> import torch, ftrain as ft
-        >>> net = torch.nn.Linear(2, 1)
-        >>> state = ft.TrainState.create(net, None)
-        >>> step = ft.eval_step(lambda m, b: {"out": m(b).sum()})
-        >>> _, metrics = step(state, torch.zeros(3, 2))
-        >>> list(metrics)
-        ['out']
-    """
-    if not callable(fn):
-        raise TypeError(f"eval_step: fn must be callable, got {type(fn).__name__}")
-    return EvalStep(fn, precision=parse_precision(precision))

@@ -23,11 +23,11 @@ from .._config import FitConfig
 from .._data._loader import loader_length, prepare_loader
 from .._data._sources import check_eval_data, one_set, refuse_dataset
 from .._devices import resolve_accelerator, resolve_devices
+from .._eval_step import EvalStep
 from .._metrics import MetricCollector, to_float
 from .._precision import Precision
 from .._schedules import limit_batches
 from .._state import TrainState
-from .._step import EvalStep
 from ..checkpoint._io import atomic_write_obj
 from ..loggers import as_loggers
 from ._resume import find_ckpt, resolve_policies, search_dirs
