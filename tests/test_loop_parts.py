@@ -135,6 +135,30 @@ def test_int_interval_is_lightnings_modulo_rule(
     assert _due(v, epochs, n) == expected
 
 
+@given(
+    n=st.integers(1, 30),
+    epochs=st.integers(1, 4),
+    interval=st.one_of(
+        st.integers(1, 30), st.floats(0.01, 1.0), st.none(), st.sampled_from([1.0, 0.5])
+    ),
+    per_epoch=st.sampled_from([1, 2, 3, None]),
+)
+def test_counted_is_due_before_an_epochs_last_batch(
+    n: int, epochs: int, interval: int | float | None, per_epoch: int | None
+) -> None:
+    """``counted`` (fit's per-batch shortcut) gives ``due``'s answer at every batch but
+    the epoch's last, without a stop."""
+    if isinstance(interval, int) and per_epoch is not None and interval > n:
+        return  # refused: longer than the epoch
+    v = loop.val_interval(interval, per_epoch)
+    for e in range(epochs):
+        counted = v.counted(e, n)
+        for b in range(n - 1):
+            total = e * n + b
+            by_count = counted is not None and ((total if counted[1] else b) + 1) % counted[0] == 0
+            assert by_count == v.due(loop.Position(e, b, total, n, False)), (e, b)
+
+
 # stop conditions -------------------------------------------------------------------
 
 

@@ -33,6 +33,8 @@ from ._wiring import BatchSize, DataSource
 
 __all__ = ["TrainLoop"]
 
+_ASK = object()  # val_counted: ask ValInterval.due at each batch
+
 
 class TrainLoop:
     """One ``fit`` run's fold over its epochs, with the loop state a resume restores."""
@@ -70,6 +72,7 @@ class TrainLoop:
             self.config.slurm_auto_requeue, self.config.slurm_requeue_signal
         )
         self.iterator: Any = None
+        self.val_counted: Any = None  # this epoch's ValInterval.counted (see _epoch)
         # (epoch, batch index, global step) of the batch in hand, for error notes
         self.at = (0, 0, 0)
         self.max_steps = stop.max_steps  # -1: none (stop.steps_reached, inlined per batch)
@@ -205,6 +208,15 @@ class TrainLoop:
         source = batches(self.iterator, n, start)
         profiling = profiler.enabled
         quiet = self._quiet(profiling)
+        # Validation after a quiet batch, by count (a sized epoch's interval was
+        # checked when it opened; an unsized one asks ValInterval.due each batch).
+        self.val_counted: Any = (
+            None
+            if self.interval is None
+            else _ASK
+            if n is None
+            else self.interval.counted(epoch, n)
+        )
         # Quiet batches of a TensorLoader run nothing between steps that draws random
         # numbers: the generators' states are saved once for them, not once per step.
         hold = STEP_HOLD if quiet and tensors and self.holds else None
@@ -305,10 +317,14 @@ class TrainLoop:
                 return False
             if run.checkpoints_on and run.writer.may_act_after_step():
                 return False
-        if self.interval is None:
+        counted = self.val_counted
+        if counted is None:
             return True
-        at = Position(epoch, batch_idx, self.total_batch_idx, n, False)
-        return not self._validation_due(at, False, False)
+        if counted is _ASK:
+            at = Position(epoch, batch_idx, self.total_batch_idx, n, False)
+            return not self._validation_due(at, False, False)
+        k, across = counted
+        return (self.total_batch_idx if across else batch_idx) % k != k - 1
 
     def _batch(
         self, state: TrainState, batch: Any, pos: Position, signals: StopSignals

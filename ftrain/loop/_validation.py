@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from .._config import parse_max_time
-from .._schedules import should_validate, val_check_batch
+from .._schedules import should_validate, should_validate_epoch, val_check_batch
 from ._position import Position
 
 __all__ = ["ValInterval", "val_interval"]
@@ -48,6 +48,24 @@ class ValInterval:
         if self.seconds is not None:
             return None
         return val_check_batch(epoch_batches, self.batches, self.every_n_epochs)
+
+    def counted(self, epoch: int, epoch_batches: int | None) -> tuple[int, bool] | None:
+        """``due``'s rule for the batches of ``epoch`` before its last, without a stop.
+
+        Returns:
+            ``(k, across)``: validation follows the batch whose index (its index
+            across epochs when ``across``) ``i`` has ``(i + 1) % k == 0``; or None
+            when none of those batches is followed by one (it runs at the epoch's end
+            or on a stop only). A time-based interval returns None: its clock decides.
+
+        Example:
+            >>> val_interval(0.5).counted(0, 10), val_interval(1.0, 2).counted(0, 10)
+            ((5, False), None)
+        """
+        if self.seconds is not None or not should_validate_epoch(epoch, self.every_n_epochs):
+            return None
+        check = self.check_batch(epoch_batches)
+        return None if check is None else (check, self.every_n_epochs is None)
 
     def due(self, pos: Position, *, stopping: bool = False, time_due: bool = False) -> bool:
         """Whether validation runs right after the batch at ``pos``.
