@@ -358,8 +358,8 @@ against a pre-sliced list, timed on their own.
 timed, each run (400 and 100 steps) in its own process under valgrind's callgrind:
 load on the machine changes neither count, so the per-step overhead over the hand
 loop is read to within a few hundred instructions. It is also given in µs at the
-hand loop's own time per instruction (timed in the same run), an estimate: the
-overhead's instructions are Python's, which run at about the same rate here.
+hand loop's own time per instruction (timed in the same run): an estimate, which
+assumes the overhead's instructions run at the hand loop's average rate.
 Needs `valgrind`; about 15 minutes (torch's import runs ~2 min under callgrind).
 
 `--saves`: a 25M-parameter MLP (100 MB of weights, about 290 MB per checkpoint with
@@ -414,23 +414,35 @@ dict rebuilt, no logging I/O outside log points. In detail:
 
 | where | per batch |
 |---|---|
-| `train_step` | the per-step seed (taken from a block of 1,024 seeds hashed at once in numpy; the CPU generator's state saved, reseeded and put back), the forward/backward without context managers in fp32 without `no_sync`, one `advance()` for the new state shell (stores through the slots' descriptors, not `attrs.evolve`) |
+| `train_step` | the per-step seed (taken from a block of 1,024 seeds hashed at once in numpy; the CPU generator reseeded; its state saved before and put back after, or, for steps run back to back on a `TensorLoader`, saved once and put back before any other code runs: `StepHold`), a plain path without context managers or per-call setting checks for a step without accumulation, transforms or precision settings, one `advance()` for the new state shell (stores through the slots' descriptors, not `attrs.evolve`) |
 | metrics | a step's bare one-element tensors are kept with one set lookup and a type check; reductions and `.item()` wait for log points |
 | data | a `TensorLoader` whose tensors are on the device skips `move_to_device`; unshuffled, its batches are views made by one `split()` per 256 batches; shuffled, a batch's index tensor is sliced once for all tensors |
-| loop | no profiler calls unless a profiler is on, one reusable batch-size callable; one process without `max_time` or a time-based validation interval skips the stop agreement unless a signal or stop request is pending; limits and the log interval read once per run; no checkpoint event and no payload unless a policy's step or time trigger (or a save put off) can act |
+| loop | a short path for batches after which nothing is due (one process without clock-based decisions, no callbacks, LR monitor or profiler): a few integer comparisons decide that no stop, log point, validation or checkpoint is due, then only the metric, bar and counter bookkeeping runs; other batches take the full path. No profiler calls unless a profiler is on, one reusable batch-size callable; limits and the log interval read once per run; whether a checkpoint policy can act after a step is asked once per change of the policies' states |
 | progress bar | one integer comparison and a clock read; metrics are read (and synced) at most ten times a second |
+
+## Profiling a run
+
+`fit(profiler="simple")` times each phase of the loop (data, step, validation,
+logging, checkpoint) and returns the table as `FitResult.profile`;
+`profiler="advanced"` also runs one `cProfile` per phase and writes the functions
+of each, sorted by cumulative time, to `advanced_profile.txt` in the log folder;
+`profiler="pytorch"` records a `torch.profiler` trace for TensorBoard. None of
+them synchronises the device, so asynchronous GPU work is charged to the phase
+that waits for it.
 
 ## Known costs left
 
-- With checkpointing on, each optimizer step asks the policies whether anything can
-  be due (a flag per policy and a look at the parts' "pending" marks): about 4 µs a
-  step here. A policy with `every_n_train_steps` or `train_time_interval` builds an
-  event at every step.
-- The per-step seed costs about 5.8 µs here, nearly all of it torch's: saving the
-  CPU generator's state (`get_state`, 2.3 µs), reseeding it (`manual_seed`, 1.7 µs)
-  and putting the state back (0.6 µs). It is what makes a step's randomness a function
-  of (seed, micro_step, rank) while code outside the step draws what it would draw
-  without ftrain; `randomness="ambient"` skips it.
+- A checkpoint policy with `every_n_train_steps` or `train_time_interval` builds an
+  event at every optimizer step (the default policy does not).
+- The per-step seed: reseeding the CPU generator (`manual_seed`, a Mersenne Twister
+  of 624 words: about 5,900 instructions, 1.7 µs here) is what makes a step's
+  randomness a function of (seed, micro_step, rank); `randomness="ambient"` skips it.
+  Saving and restoring the generator's state around the step (2.9 µs more) is done
+  once per run of quiet batches on a `TensorLoader` (`StepHold`), around each step
+  otherwise (other loaders run user code between steps, which may draw numbers).
+- Batches with callbacks, an LR monitor, a profiler, several processes or a
+  clock-based decision (`max_time`, a time `val_check_interval`) take the full
+  after-batch path (a few µs more than the short one).
 - `ft.compile` on a 1-thread CPU: inductor compiles in seconds and gains nothing on
   the matmul-bound mid MLP; on the small CNN its generated code was slower than
   eager here. Compile for GPUs, or measure before compiling on a CPU.
