@@ -150,7 +150,8 @@ class StepHold:
     runs (callbacks, validation, logging, checkpoints, the data of another loader, an
     error's handling); the generators are then exactly as per-step restores leave
     them. ``on`` is consumed by the first ``enter_step``, so steps inside the step
-    save and restore as usual.
+    save and restore as usual. There is one hold per process, as there is one global
+    generator: only one thread may run held steps at a time.
     """
 
     __slots__ = ("cuda", "on", "saved")
