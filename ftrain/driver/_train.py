@@ -193,6 +193,10 @@ class TrainLoop:
             tensors and all(t.device == run.device for t in loader.tensors)
         )
         self.iterator = Prefetcher(loader, run.device, prefetch) if prefetch else iter(loader)
+        # Validation after a quiet batch, by count (a sized epoch's interval was
+        # checked above; an unsized one asks ValInterval.due each batch).
+        iv = self.interval
+        self.val_counted = None if iv is None else _ASK if n is None else iv.counted(epoch, n)
         return state, n, on_device, tensors and not prefetch
 
     def _epoch(
@@ -208,15 +212,6 @@ class TrainLoop:
         source = batches(self.iterator, n, start)
         profiling = profiler.enabled
         quiet = self._quiet(profiling)
-        # Validation after a quiet batch, by count (a sized epoch's interval was
-        # checked when it opened; an unsized one asks ValInterval.due each batch).
-        self.val_counted: Any = (
-            None
-            if self.interval is None
-            else _ASK
-            if n is None
-            else self.interval.counted(epoch, n)
-        )
         # Quiet batches of a TensorLoader run nothing between steps that draws random
         # numbers: the generators' states are saved once for them, not once per step.
         hold = STEP_HOLD if quiet and tensors and self.holds else None

@@ -40,6 +40,19 @@ class ValidationPass:
             total = self.fast if total is None else min(total, self.fast)
         return total
 
+    def _settings(self, state: TrainState) -> dict[str, Any]:
+        # What every validation pass of the run passes to run_eval.
+        return {
+            "stage": "validate",
+            "limit": self.config.limit_val_batches,
+            "device": self.run.device,
+            "seed": state.seed,
+            "rank": self.dist.rank,
+            "world_size": self.dist.world_size,
+            "on_batch": self.run.eval_batch_done,
+            "use_sampler": self.config.use_distributed_sampler,
+        }
+
     def __call__(self, state: TrainState, log_step: int, epoch: int) -> None:
         """One validation after training at ``epoch``; its values logged at ``log_step``."""
         run = self.run
@@ -52,19 +65,12 @@ class ValidationPass:
             state,
             self.val_step,
             data,
-            stage="validate",
-            limit=self.config.limit_val_batches,
-            device=run.device,
-            seed=state.seed,
             epoch=epoch,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
             max_batches=self.fast or None,
-            on_batch=run.eval_batch_done,
             reduce=self.dist.reduce_epoch_values,
-            use_sampler=self.config.use_distributed_sampler,
             on_step_values=run.log_eval_step if run.loggers else None,
             hooks=eval_batch_hooks(run.callbacks, "validation"),
+            **self._settings(state),
         )
         run.profiler.stop("validation")
         numbers = floats(values) if values else {}
@@ -86,15 +92,8 @@ class ValidationPass:
             state,
             self.val_step,
             data,
-            stage="validate",
-            limit=self.config.limit_val_batches,
-            device=run.device,
-            seed=state.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
             max_batches=None if steps < 0 else steps,
-            on_batch=run.eval_batch_done,
-            use_sampler=self.config.use_distributed_sampler,
+            **self._settings(state),
         )
         set_rng_states(ambient)
         run.bar.eval_end(None)
