@@ -89,21 +89,25 @@ def instruction_lines(result: dict[str, Any] | None) -> list[str]:
     """The ``--instructions`` table."""
     if not result:
         return []
+    from ._report import _f, _table
     from ._steady import LABELS
 
-    lines = [
+    rows = [
+        [
+            LABELS[kind],
+            _f(v["per_step"], 0),
+            f"{v['overhead']:+,.0f}" if "overhead" in v else "",
+            f"{v['overhead_us']:+.1f}" if "overhead_us" in v else "",
+        ]
+        for kind, v in result["variants"].items()
+    ]
+    return [
         "",
         f"Instructions per step (callgrind, {result['long']} minus {result['short']} steps; "
         f"µs at the hand loop's {result['hand_us']:.0f} µs per step):",
         "",
-        "| variant | instructions/step | over its hand loop | ≈ µs |",
-        "|---|---|---|---|",
+        *_table(["variant", "instructions/step", "over its hand loop", "≈ µs"], rows),
     ]
-    for kind, v in result["variants"].items():
-        over = f"+{v['overhead']:,.0f}" if "overhead" in v else ""
-        us = f"+{v['overhead_us']:.1f}" if "overhead_us" in v else ""
-        lines.append(f"| {LABELS[kind]} | {v['per_step']:,.0f} | {over} | {us} |")
-    return lines
 
 
 def _child(kind: str, steps: int) -> None:

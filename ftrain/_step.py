@@ -291,8 +291,7 @@ class TrainStep:
             opt.step()
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        if state.scheduler is not None:
-            step_schedulers(state, state.batch_idx + 1)
+        step_schedulers(state, state.batch_idx + 1)
         new = advance(
             state, state.step + 1, state.micro_step + 1, state.batch_idx + 1, None, state.extras
         )
@@ -321,12 +320,8 @@ class TrainStep:
                 sharded.set_requires_gradient_sync(boundary)
         if not no_sync and precision.autocast_dtype is None:
             # The common case needs no context manager: enter none (they cost per step).
-            out = loss_fn(model, batch)
-            loss, metrics = (out, {}) if type(out) is torch.Tensor else _split_output(out)
-            if n == 1 and scaler is None and loss.ndim == 0:
-                loss.backward()  # _backward's common case
-            else:
-                _backward(loss, n, scaler)
+            loss, metrics = _split_output(loss_fn(model, batch))
+            _backward(loss, n, scaler)
         else:
             with model.no_sync() if no_sync else contextlib.nullcontext():
                 with precision.autocast(cache.device_type):
@@ -352,8 +347,7 @@ class TrainStep:
         extras = update_phase(
             state, self.transforms, cache.named, cache.optimizers, scaler, metrics
         )
-        if state.scheduler is not None:
-            step_schedulers(state, batch_idx + 1)
+        step_schedulers(state, batch_idx + 1)
         new = advance(state, state.step + 1, state.micro_step + 1, batch_idx + 1, scaler, extras)
         return new, metrics
 

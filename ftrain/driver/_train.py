@@ -72,7 +72,7 @@ class TrainLoop:
             self.config.slurm_auto_requeue, self.config.slurm_requeue_signal
         )
         self.iterator: Any = None
-        self.val_counted: Any = None  # this epoch's ValInterval.counted (see _epoch)
+        self.val_counted: Any = None  # this epoch's ValInterval.counted (_open_epoch)
         # (epoch, batch index, global step) of the batch in hand, for error notes
         self.at = (0, 0, 0)
         self.max_steps = stop.max_steps  # -1: none (stop.steps_reached, inlined per batch)
@@ -212,8 +212,7 @@ class TrainLoop:
         source = batches(self.iterator, n, start)
         profiling = profiler.enabled
         quiet = self._quiet(profiling)
-        # Quiet batches of a TensorLoader run nothing between steps that draws random
-        # numbers: the generators' states are saved once for them, not once per step.
+        # Nothing between quiet TensorLoader steps draws numbers: StepHold saves once.
         hold = STEP_HOLD if quiet and tensors and self.holds else None
         step, bar_end, bar_values = self.step, run.bar.train_batch_end, run.train_bar_values
         try:
@@ -238,6 +237,7 @@ class TrainLoop:
                     run.stop_requested = run.stop_requested or stop
                     if skipped:  # -1: the rest of this epoch is skipped, as Lightning
                         break
+                new = None
                 if quiet and not is_last:
                     if hold is not None:
                         hold.on = True
@@ -252,15 +252,13 @@ class TrainLoop:
                         state = new
                         batch_idx += 1
                         continue
-                    if hold is not None:
-                        hold.release()
-                    pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
-                    state, stopped = self._after_batch(state, new, metrics, batch, pos, signals)
-                else:
-                    if hold is not None:
-                        hold.release()
-                    pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
+                if hold is not None:
+                    hold.release()  # before any code but the steps runs
+                pos = Position(epoch, batch_idx, self.total_batch_idx, n, is_last)
+                if new is None:
                     state, stopped = self._batch(state, batch, pos, signals)
+                else:  # trained on the short path, and something is due
+                    state, stopped = self._after_batch(state, new, metrics, batch, pos, signals)
                 batch_idx += 1
                 if stopped:
                     break
@@ -301,7 +299,7 @@ class TrainLoop:
         the step advanced the counters as it must."""
         epoch, batch_idx, n = pos
         if new.batch_idx != batch_idx + 1 or not new.micro_step:
-            return False  # _batch_done raises
+            return False  # _after_batch raises
         if signals.requested is not None or self.run.stop_requested:
             return False
         step = new.step
